@@ -1,0 +1,83 @@
+"""The text-environment contract shared by every agentpo environment.
+
+A text env is a plain :class:`gymnasium.Env` whose observations and actions are strings:
+
+* ``reset(seed=None, options=None) -> (observation, info)``
+* ``step(action) -> (observation, reward, terminated, truncated, info)``
+
+``info`` always carries ``won`` (bool), ``task_id`` (str) and ``task_type`` (str), plus
+``admissible_actions`` (list[str]) where the env knows them. Any string is a legal action: an action
+the env cannot use yields feedback and ``info["invalid_action"] = True``, never an exception.
+``terminated`` means the task ended (won, lost or answered); ``truncated`` means a step limit.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.spaces import Text
+
+#: Characters that :meth:`TextSpace.sample` draws from (printable ASCII, including whitespace).
+PRINTABLE = frozenset(string.printable)
+
+#: Generous default bound on observation / action length, in characters.
+MAX_TEXT_CHARS = 1 << 16
+
+
+class TextSpace(Text):
+    """A :class:`gymnasium.spaces.Text` that contains any Python string up to ``max_length``.
+
+    Gymnasium's default ``Text`` charset is letters and digits only, so real observations (spaces,
+    punctuation, LaTeX, unicode) would fall outside it and fail the env checker. Membership here
+    only bounds the length; sampling still draws printable ASCII so random agents stay readable.
+    """
+
+    def __init__(self, max_length: int = MAX_TEXT_CHARS, *, min_length: int = 0, seed: Any = None):
+        super().__init__(max_length=max_length, min_length=min_length, charset=PRINTABLE, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"TextSpace({self.min_length}, {self.max_length})"
+
+    def __eq__(self, other: Any) -> bool:
+        return (
+            isinstance(other, TextSpace)
+            and self.min_length == other.min_length
+            and self.max_length == other.max_length
+        )
+
+
+class TextEnv(gym.Env[str, str]):
+    """Base class for agentpo text environments: declares the text spaces and the info contract.
+
+    Subclasses implement ``reset`` (calling ``super().reset(seed=seed)`` first so that
+    ``self.np_random`` is seeded) and ``step``; they may call :meth:`make_info` to build ``info``.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(self, render_mode: str | None = None, max_text_chars: int = MAX_TEXT_CHARS):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; choose one of {self.metadata['render_modes']}"
+            )
+        self.render_mode = render_mode
+        self.observation_space = TextSpace(max_text_chars)
+        self.action_space = TextSpace(max_text_chars)
+        self._last_observation = ""
+
+    @staticmethod
+    def make_info(*, won: bool, task_id: str, task_type: str, **extra: Any) -> dict[str, Any]:
+        """Build an ``info`` dict with the keys every agentpo env guarantees."""
+        return {"won": bool(won), "task_id": str(task_id), "task_type": str(task_type), **extra}
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self._last_observation
+        if self.render_mode == "human":
+            print(self._last_observation)
+        return None
