@@ -1,0 +1,1 @@
+"""Subcommands of the ``agentpo`` CLI, one module each (see :mod:`agentpo.cli`)."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: where the real data lives, and one compute thread per test process.
+
+Real ALFWorld games and math sets are read from ``../shared`` beside the checkout (or from
+``ALFWORLD_DATA`` / ``AGENTPO_MATH_DATA``); never copied into the project. Tests that need them skip
+with a reason saying where they looked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+# Several processes share 2 cores in the suite (env workers, engines): one thread each keeps torch stable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _alfworld_root() -> Path | None:
+    for candidate in (os.environ.get("ALFWORLD_DATA"), SHARED / "alfworld"):
+        if candidate and (Path(candidate) / "json_2.1.1").is_dir():
+            return Path(candidate)
+    return None
+
+
+def _math_root() -> Path | None:
+    for candidate in (os.environ.get("AGENTPO_MATH_DATA"), SHARED / "math"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def alfworld_data_dir() -> Path:
+    """Root holding ``json_2.1.1/`` (ALFWORLD_DATA layout); skips the test when absent."""
+    root = _alfworld_root()
+    if root is None:
+        pytest.skip(f"ALFWorld games not found: set ALFWORLD_DATA or place them at {SHARED / 'alfworld'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def math_data_dir() -> Path:
+    """Folder with the math jsonl sets (``gsm8k/``, ``math500/``, ...); skips the test when absent."""
+    root = _math_root()
+    if root is None:
+        pytest.skip(f"math datasets not found: set AGENTPO_MATH_DATA or place them at {SHARED / 'math'}")
+    return root
