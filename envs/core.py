@@ -58,7 +58,9 @@ class TextEnv(gym.Env[str, str]):
     ``self.np_random`` is seeded) and ``step``; they may call :meth:`make_info` to build ``info``.
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    # Text has no frame rate; render_fps is declared because Gymnasium's checker and video wrappers
+    # expect one from every env that renders at all.
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 1}
 
     def __init__(self, render_mode: str | None = None, max_text_chars: int = MAX_TEXT_CHARS):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
