@@ -1,0 +1,501 @@
+"""Typed training configuration: frozen dataclasses behind YAML, with ``key=value`` overrides.
+
+A run is described by one :class:`Config` with seven sections (model, env, rollout, algorithm,
+optim, train, eval, logging). Every field is declared with :func:`option`, whose ``help`` text says
+what the value means, its range and how it interacts with other fields; ``agentpo train
+--dry-run`` validates a config without building anything heavy.
+
+Loading is strict: an unknown key, a value of the wrong type, a value out of range or a name that
+is not in its registry (losses, advantage estimators, p schedules, divergence measures) raises
+:class:`ConfigError` naming the dotted key, before any work starts::
+
+    config = load_config("configs/quickstart.yaml", ["train.steps=10", "optim.lr=3e-3"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``key`` is the dotted path of the offending field."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def option(default: Any, help: str) -> Any:
+    """Declare a config field with its default and a one-line description (kept in the field's metadata)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults are not allowed in frozen configs; use a tuple")
+    return field(default=default, metadata={"help": help})
+
+
+def section(cls: type, help: str) -> Any:
+    """Declare a nested config section; built (and validated) only when the config is."""
+    return field(default_factory=cls, metadata={"help": help})
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(key, message)
+
+
+def _require_registered(value: str, key: str, registry: Any, what: str) -> None:
+    names = list(registry.names())
+    _require(value in names, key, f"unknown {what} {value!r}; choose one of {names}")
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Shape of the random-init model built locally when ``model.source`` is ``tiny``."""
+
+    hidden_size: int = option(64, "width of the transformer (divisible by num_heads)")
+    num_layers: int = option(2, "number of transformer blocks")
+    num_heads: int = option(4, "attention heads per block")
+    arch: Literal["qwen2", "llama"] = option("qwen2", "transformers architecture of the random-init model")
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_size >= 8, "hidden_size", f"must be >= 8, got {self.hidden_size}")
+        _require(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
+        _require(self.num_heads >= 1, "num_heads", f"must be >= 1, got {self.num_heads}")
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            "hidden_size",
+            f"{self.hidden_size} is not divisible by num_heads={self.num_heads}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which policy to train."""
+
+    source: Literal["pretrained", "tiny"] = option(
+        "pretrained",
+        "pretrained: load `path` (hub id or save_pretrained folder); tiny: build a random-init model "
+        "with a word-level tokenizer over the env's vocabulary (no download)",
+    )
+    path: str = option("", "hub id or local folder of the policy when source=pretrained")
+    tiny: TinyModelConfig = section(TinyModelConfig, "shape of the model built when source=tiny")
+    gradient_checkpointing: bool = option(False, "trade compute for memory in the policy's backward pass")
+
+    def __post_init__(self) -> None:
+        _require(
+            self.source != "pretrained" or bool(self.path),
+            "path",
+            "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
+        )
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment the agent is trained on."""
+
+    id: str = option("agentpo/Corridor-v0", "registered Gymnasium id (see `agentpo envs`)")
+    kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "constructor arguments passed to gymnasium.make"}
+    )
+    num_workers: int = option(0, "env worker processes (0: step the envs in the trainer process)")
+
+    def __post_init__(self) -> None:
+        import agentpo.envs  # noqa: F401  (registers the ids; light: entry points load lazily)
+        import gymnasium
+
+        if self.id not in gymnasium.envs.registry:
+            from agentpo.envs import registered_ids
+
+            raise ConfigError("id", f"unknown env id {self.id!r}; registered: {registered_ids()}")
+        _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How episodes are collected: G attempts per task, turn by turn."""
+
+    group_size: int = option(8, "G: attempts per task; advantages compare the G episodes of a task (>= 2)")
+    max_turns: int = option(50, "actions per episode before it is cut off")
+    history: int = option(2, "past turns shown in each prompt (-1: the full history)")
+    prompt: str = option("", "prompt template name in prompts/ ('' : the env's default)")
+    temperature: float = option(1.0, "sampling temperature (> 0); the trainer recomputes log-probs at the same one")
+    top_p: float = option(1.0, "nucleus sampling mass in (0, 1]; < 1 makes sampling log-probs differ from the policy's")
+    max_new_tokens: int = option(64, "tokens generated per turn at most")
+    stop: tuple[str, ...] = option(("</action>",), "strings that end a turn's generation")
+    invalid_action_penalty: float = option(
+        0.0, "subtracted from an episode's reward per invalid/unparseable action (ALFWorld protocol: 0.1)"
+    )
+    max_batch_size: int = option(0, "engine batch size cap (0: the whole batch at once)")
+
+    def __post_init__(self) -> None:
+        _require(self.group_size >= 2, "group_size", f"must be >= 2 (advantages need a group), got {self.group_size}")
+        _require(self.max_turns >= 1, "max_turns", f"must be >= 1, got {self.max_turns}")
+        _require(self.history >= -1, "history", f"must be >= 0 or -1 (full history), got {self.history}")
+        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _require(self.invalid_action_penalty >= 0, "invalid_action_penalty", "must be >= 0")
+        _require(self.max_batch_size >= 0, "max_batch_size", f"must be >= 0, got {self.max_batch_size}")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The policy objective: loss, p schedule, clip region and advantages (see docs/ALGORITHMS)."""
+
+    loss: str = option("holder", "policy loss from the registry (holder = HölderPO; grpo, gspo, ...)")
+    agg_mode: str = option(
+        "seq-mean-token-mean", "token aggregation for token-level losses (token-mean, seq-mean-token-mean, ...)"
+    )
+    scope: Literal["trajectory", "turn"] = option(
+        "trajectory",
+        "aggregation unit: trajectory = one Hölder mean per episode (agentpo); turn = per turn "
+        "(the published ALFWorld code); label results with it",
+    )
+    p_schedule: str = option("constant", "schedule of the Hölder exponent p over optimizer steps")
+    p_min: float = option(1.0, "smallest p of the schedule (the constant p when p_schedule=constant uses p_max)")
+    p_max: float = option(1.0, "largest p of the schedule; linear_dec goes p_max -> p_min")
+    p_steps: int = option(500, "optimizer steps over which p is annealed, then held")
+    p_power: float = option(2.0, "exponent n of the poly / poly_dec schedules")
+    divergence: str = option("ratio", "divergence measure defining the clip region: ratio, kl1, kl2, kl3")
+    clip_eps_low: float = option(0.2, "ratio measure: lower clip at 1 - eps_low")
+    clip_eps_high: float = option(0.2, "ratio measure: upper clip at 1 + eps_high (DAPO clip-higher: 0.28)")
+    clip_delta: float = option(0.0231, "kl measures: divergence budget delta (kl3 0.0231 ~ eps 0.2 below)")
+    advantage: str = option("grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo")
+    advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo)")
+    kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
+    kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "per-token estimator of KL(pi_theta || pi_ref)")
+
+    def __post_init__(self) -> None:
+        from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS
+        from agentpo.algos.divergence import DIVERGENCES
+        from agentpo.algos.losses import POLICY_LOSSES
+        from agentpo.algos.schedules import P_SCHEDULES
+
+        _require_registered(self.loss, "loss", POLICY_LOSSES, "policy loss")
+        _require_registered(self.p_schedule, "p_schedule", P_SCHEDULES, "p schedule")
+        _require_registered(self.divergence, "divergence", DIVERGENCES, "divergence measure")
+        _require_registered(self.advantage, "advantage", ADVANTAGE_ESTIMATORS, "advantage estimator")
+        _require(self.p_min <= self.p_max, "p_min", f"{self.p_min} is above p_max={self.p_max}")
+        _require(self.p_steps >= 1, "p_steps", f"must be >= 1, got {self.p_steps}")
+        _require(0 <= self.clip_eps_low < 1, "clip_eps_low", f"must be in [0, 1), got {self.clip_eps_low}")
+        _require(self.clip_eps_high >= 0, "clip_eps_high", f"must be >= 0, got {self.clip_eps_high}")
+        _require(self.clip_delta > 0, "clip_delta", f"must be > 0, got {self.clip_delta}")
+        _require(self.advantage_eps >= 0, "advantage_eps", "must be >= 0")
+        _require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warm-up and decay of the learning rate, and gradient-norm clipping."""
+
+    lr: float = option(1e-6, "peak learning rate (RL from a random init needs ~1e-3; fine-tuning an LLM ~1e-6)")
+    betas: tuple[float, float] = option((0.9, 0.999), "AdamW betas")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay")
+    eps: float = option(1e-8, "AdamW epsilon")
+    warmup_steps: int = option(0, "optimizer steps of linear warm-up from 0 to lr")
+    decay: Literal["constant", "linear", "cosine"] = option("constant", "lr shape after warm-up, down to min_lr_ratio*lr")
+    min_lr_ratio: float = option(0.0, "final lr as a fraction of lr for linear/cosine decay")
+    max_grad_norm: float = option(1.0, "clip the global gradient norm to this (0: no clipping)")
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(all(0 <= b < 1 for b in self.betas), "betas", f"must be in [0, 1), got {self.betas}")
+        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _require(self.eps > 0, "eps", "must be > 0")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters through peft; rank 0 trains every weight."""
+
+    rank: int = option(0, "adapter rank r (0: full fine-tuning)")
+    alpha: float = option(16.0, "adapter scale numerator (scale = alpha / rank)")
+    dropout: float = option(0.0, "dropout on the adapter input")
+    target_modules: tuple[str, ...] = option(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), "module names that get adapters"
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 0, "rank", f"must be >= 0, got {self.rank}")
+        _require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(bool(self.target_modules), "target_modules", "must name at least one module")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop: batch shape, minibatches x epochs, precision, checkpoints."""
+
+    steps: int = option(100, "rollout batches (= iterations); each makes minibatches x epochs optimizer steps")
+    batch_tasks: int = option(8, "B: tasks per rollout batch; the batch holds B x group_size episodes")
+    minibatches: int = option(
+        2, "K: optimizer steps per epoch over the rollout batch; K >= 2 lets ratios leave 1 so p matters"
+    )
+    epochs: int = option(1, "E: passes over the rollout batch")
+    micro_batch_episodes: int = option(
+        0, "episodes per forward/backward (gradient accumulation); 0: a whole minibatch at once"
+    )
+    recompute_old_logprobs: bool = option(
+        True, "recompute pi_old with the trainer's forward pass (else use the engine's sampling log-probs)"
+    )
+    bf16: bool = option(False, "bf16 autocast for forward passes where the hardware supports it")
+    lora: LoraConfig = section(LoraConfig, "LoRA adapters via peft")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where the policy trains (auto: cuda if available)")
+    num_threads: int = option(1, "torch compute threads (1 when several processes share the cores)")
+    checkpoint_every: int = option(0, "save a checkpoint every N iterations and at the end (0: only at the end)")
+    keep_checkpoints: int = option(2, "most recent checkpoints kept on disk (>= 1)")
+    seed: int = option(0, "seeds tasks, sampling, minibatch shuffles and model init")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_tasks", "minibatches", "epochs", "num_threads", "keep_checkpoints"):
+            value = getattr(self, name)
+            _require(value >= 1, name, f"must be >= 1, got {value}")
+        _require(self.micro_batch_episodes >= 0, "micro_batch_episodes", "must be >= 0")
+        _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation during training (and before the first / after the last step)."""
+
+    every: int = option(0, "evaluate every N iterations (0: only before the first and after the last)")
+    tasks: int = option(64, "held-out tasks per evaluation (one attempt each)")
+    temperature: float = option(0.0, "sampling temperature for evaluation (0: greedy)")
+    first_seed: int = option(1_000_000, "task seeds first_seed .. first_seed+tasks-1; training seeds stay below it")
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "every", "must be >= 0")
+        _require(self.tasks >= 0, "tasks", "must be >= 0 (0 disables evaluation)")
+        _require(self.temperature >= 0, "temperature", "must be >= 0")
+        _require(self.first_seed >= 0, "first_seed", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where metrics go; RUN_DIR/metrics.jsonl is always written."""
+
+    tensorboard: bool = option(True, "write TensorBoard event files under RUN_DIR/tensorboard")
+    wandb: bool = option(False, "also log to Weights & Biases (needs the wandb extra)")
+    wandb_project: str = option("agentpo", "wandb project name")
+    progress: bool = option(True, "show a live progress bar with the key numbers")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole training run."""
+
+    model: ModelConfig = section(ModelConfig, "the policy")
+    env: EnvConfig = section(EnvConfig, "the environment")
+    rollout: RolloutConfig = section(RolloutConfig, "episode collection")
+    algorithm: AlgorithmConfig = section(AlgorithmConfig, "the objective")
+    optim: OptimConfig = section(OptimConfig, "the optimizer")
+    train: TrainConfig = section(TrainConfig, "the outer loop")
+    eval: EvalConfig = section(EvalConfig, "held-out evaluation")
+    logging: LoggingConfig = section(LoggingConfig, "metrics sinks")
+    run_dir: str = option("runs/agentpo", "folder for checkpoints, metrics.jsonl and TensorBoard events")
+
+    def __post_init__(self) -> None:
+        episodes = self.train.batch_tasks * self.rollout.group_size
+        _require(
+            self.train.minibatches <= episodes,
+            "train.minibatches",
+            f"{self.train.minibatches} minibatches cannot split {episodes} episodes (batch_tasks x group_size)",
+        )
+        _require(
+            self.train.micro_batch_episodes <= self.episodes_per_minibatch,
+            "train.micro_batch_episodes",
+            f"{self.train.micro_batch_episodes} exceeds the {self.episodes_per_minibatch} episodes of a minibatch",
+        )
+
+    @property
+    def episodes_per_batch(self) -> int:
+        """B x G: episodes collected per iteration."""
+        return self.train.batch_tasks * self.rollout.group_size
+
+    @property
+    def episodes_per_minibatch(self) -> int:
+        """Episodes per optimizer step (the last minibatch may hold fewer when K does not divide B x G)."""
+        return -(-self.episodes_per_batch // self.train.minibatches)
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Total optimizer steps of the run: steps x epochs x minibatches."""
+        return self.train.steps * self.train.epochs * self.train.minibatches
+
+    def warnings(self) -> list[str]:
+        """Legal but suspicious settings, in words (printed by ``agentpo train``)."""
+        notes = []
+        if self.train.minibatches == 1 and self.train.epochs == 1 and self.train.recompute_old_logprobs:
+            notes.append(
+                "train.minibatches=1 and train.epochs=1: every importance ratio is 1, so p and the clip "
+                "region do nothing (every p gives the same gradient); use minibatches >= 2"
+            )
+        if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > self.optimizer_steps:
+            notes.append(
+                f"algorithm.p_steps={self.algorithm.p_steps} exceeds the run's {self.optimizer_steps} "
+                "optimizer steps: p never reaches the end of its schedule"
+            )
+        return notes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists) that :func:`config_from_dict` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML / override value to ``annotation``, or raise ConfigError naming ``key``."""
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping of {annotation.__name__} fields, got {value!r}")
+        return _build(annotation, value, key)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(key, f"{value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (Union, types.UnionType):
+        for arm in get_args(annotation):
+            if arm is type(None) and value is None:
+                return None
+        arms = [a for a in get_args(annotation) if a is not type(None)]
+        return _coerce(value, arms[0], key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        args = get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(key, f"expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    raise TypeError(f"{key}: unsupported config annotation {annotation!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in names:
+            raise ConfigError(key, f"unknown key; valid keys here: {names}")
+        kwargs[name] = _coerce(value, hints[name], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}.{err.key}" if prefix else err.key, err.message) from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults)."""
+    return _build(Config, data, "")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``"a.b.c=value"`` set (value parsed as YAML)."""
+    merged = _plain(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(item, "an override must look like section.key=value")
+        node = merged
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: depth + 1]), f"is a value, not a section (in {item!r})")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return merged
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`."""
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the file must hold a mapping of sections")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write ``config`` as YAML (the run folder keeps the exact config it ran with)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per leaf field: ``dotted.key (default): help``; the reference of every option."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        hint = get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines += describe(hint, f"{key}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"{key} ({default!r}): {f.metadata.get('help', '')}")
+    return lines
+
+
+def warn_if_suspicious(config: Config) -> None:
+    """Emit :meth:`Config.warnings` as Python warnings."""
+    for note in config.warnings():
+        warnings.warn(note, UserWarning, stacklevel=2)
