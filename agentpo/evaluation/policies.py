@@ -1,0 +1,168 @@
+"""The policies an evaluation plays: the expert and random reference rows, and a language model.
+
+Two layers:
+
+* a :class:`StepPolicy` picks one action from the current observation and ``info`` (the expert
+  follows the game's walkthrough, the random policy draws an admissible action); :class:`PoolAgent`
+  plays many games with it through an env pool, refilling a slot as soon as its game ends;
+* an :class:`Agent` turns a list of :class:`GameRun` into :class:`GameResult` as games finish. The
+  runner only talks to agents: :class:`PoolAgent` for step policies, :class:`ModelAgent` for a model
+  driven by the training rollout manager (same prompt, same action parsing, same history window).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+
+from agentpo.evaluation.results import GameResult, GameRun
+
+if TYPE_CHECKING:
+    from agentpo.envs.pool import EnvPool
+    from agentpo.rollout import RolloutManager
+
+
+class StepPolicy(Protocol):
+    """Chooses the next action of one game from what the env has shown so far."""
+
+    name: str
+
+    def act(self, observation: str, info: Mapping[str, Any], rng: random.Random) -> str:
+        """The next action; ``rng`` is private to this (seed, game) run."""
+        ...
+
+
+class Agent(Protocol):
+    """Plays games and reports each one's outcome as it finishes (in any order)."""
+
+    def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]: ...
+
+
+class ExpertPolicy:
+    """Follows the game's walkthrough (``info["expert_plan"]``, the plan's remaining steps).
+
+    The walkthroughs of the json_2.1.1 games all win, so this row must read 100%: anything less
+    points at the environment or the evaluation, not at a policy.
+    """
+
+    name = "expert"
+
+    def act(self, observation: str, info: Mapping[str, Any], rng: random.Random) -> str:
+        plan = info.get("expert_plan")
+        if not plan:
+            raise RuntimeError(
+                f"game {info.get('task_id')!r} has no expert plan left in info['expert_plan'] but is not over"
+            )
+        return str(plan[0])
+
+
+class RandomPolicy:
+    """Draws uniformly from ``info["admissible_actions"]`` with the run's own generator.
+
+    The generator is seeded from (seed, game), so a game's trajectory does not depend on which other
+    games share the pool or on the order they finish in, and a resumed evaluation replays it exactly.
+    """
+
+    name = "random"
+
+    def act(self, observation: str, info: Mapping[str, Any], rng: random.Random) -> str:
+        actions = info.get("admissible_actions")
+        if not actions:
+            raise RuntimeError(f"game {info.get('task_id')!r} reports no admissible actions")
+        return str(rng.choice(list(actions)))
+
+
+STEP_POLICIES: dict[str, type[ExpertPolicy] | type[RandomPolicy]] = {
+    ExpertPolicy.name: ExpertPolicy,
+    RandomPolicy.name: RandomPolicy,
+}
+
+
+def run_rng(run: GameRun) -> random.Random:
+    """A generator private to one (seed, game) run; string seeds hash deterministically (SHA-512)."""
+    return random.Random(f"{run.seed}:{run.game}")
+
+
+@dataclass
+class _LiveGame:
+    """A game in progress in one pool slot."""
+
+    run: GameRun
+    observation: str
+    info: Mapping[str, Any]
+    rng: random.Random
+    steps: int = 0
+    invalid_actions: int = 0
+    reward: float = 0.0
+    won: bool = False
+
+
+@dataclass
+class PoolAgent:
+    """Plays a :class:`StepPolicy` over many games at once through an :class:`EnvPool`.
+
+    Every free slot of the pool is reset to the next waiting game, all active slots step together,
+    and a game's result is yielded the moment it ends (won, lost, turn limit, or its worker died).
+    """
+
+    pool: EnvPool
+    policy: StepPolicy
+    num_slots: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.num_slots <= 0:
+            self.num_slots = int(self.pool.num_envs)
+
+    def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]:
+        waiting = deque(runs)
+        live: dict[int, _LiveGame] = {}
+        while waiting or live:
+            starts = {slot: waiting.popleft() for slot in range(self.num_slots) if slot not in live and waiting}
+            if starts:
+                opened = self.pool.reset({slot: (run.seed, {"game_path": run.game_path}) for slot, run in starts.items()})
+                for slot, (observation, info) in opened.items():
+                    run = starts[slot]
+                    if info.get("env_error"):
+                        yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
+                    else:
+                        live[slot] = _LiveGame(run, observation, info, run_rng(run))
+            if not live:
+                continue
+            actions = {slot: self.policy.act(game.observation, game.info, game.rng) for slot, game in live.items()}
+            for slot, (observation, reward, terminated, truncated, info) in self.pool.step(actions).items():
+                game = live[slot]
+                game.steps += 1
+                game.invalid_actions += int(bool(info.get("invalid_action", False)))
+                game.reward += float(reward)
+                game.won = bool(info.get("won", False))
+                game.observation, game.info = observation, info
+                if info.get("env_error"):
+                    del live[slot]
+                    yield _crashed(game.run, game.steps, game.invalid_actions, str(info["env_error"]))
+                elif terminated or truncated:
+                    del live[slot]
+                    yield GameResult(
+                        game=game.run.game,
+                        task_type=game.run.task_type,
+                        seed=game.run.seed,
+                        won=game.won,
+                        steps=game.steps,
+                        invalid_actions=game.invalid_actions,
+                        reward=game.reward,
+                    )
+
+
+def _crashed(run: GameRun, steps: int, invalid_actions: int, error: str) -> GameResult:
+    """A game whose env worker died or hung: it counts as lost and keeps the error for the report."""
+    return GameResult(
+        game=run.game,
+        task_type=run.task_type,
+        seed=run.seed,
+        won=False,
+        steps=steps,
+        invalid_actions=invalid_actions,
+        reward=0.0,
+        env_error=error,
+    )

@@ -1,0 +1,91 @@
+"""Small, pure statistics for evaluation tables: Wilson intervals, unbiased pass@k, mean ± s.d.
+
+Everything here works on plain Python numbers so that reports, tests and the trainer's validation
+hook share one definition of each quantity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A two-sided confidence interval on a proportion, both ends in [0, 1]."""
+
+    low: float
+    high: float
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001).
+
+    With p̂ = successes / trials and z the two-sided normal quantile of ``confidence``:
+    centre = (p̂ + z²/2n) / (1 + z²/n), half-width = z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/4n²).
+    Unlike the normal-approximation interval it stays inside [0, 1] and is not degenerate at
+    0 or n successes, which matters for per-task-type cells of a few dozen games.
+    """
+    if trials <= 0:
+        raise ValueError(f"wilson_interval needs at least one trial, got trials={trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    n = float(trials)
+    p_hat = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p_hat + z * z / (2.0 * n)) / denominator
+    half_width = z / denominator * math.sqrt(p_hat * (1.0 - p_hat) / n + z * z / (4.0 * n * n))
+    # Clamp away rounding error only: at 0 or n successes one end is exactly 0 or 1 analytically.
+    return Interval(low=max(0.0, centre - half_width), high=min(1.0, centre + half_width))
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """Unbiased pass@k estimator (Chen et al. 2021, "Evaluating Large Language Models Trained on Code").
+
+    The probability that at least one of k samples drawn without replacement from ``num_samples``
+    samples, of which ``num_correct`` are correct, is correct: 1 − C(n − c, k) / C(n, k). Computed as
+    1 − ∏_{i=n−c+1}^{n} (1 − k/i), which never forms the large binomial coefficients.
+    """
+    n, c = num_samples, num_correct
+    if n < 1:
+        raise ValueError(f"pass_at_k needs at least one sample, got num_samples={n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"num_correct must lie in [0, num_samples={n}], got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must lie in [1, num_samples={n}], got k={k}")
+    if n - c < k:
+        # Every draw of k samples contains a correct one.
+        return 1.0
+    miss_probability = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss_probability *= 1.0 - k / i
+    return 1.0 - miss_probability
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """Mean and sample standard deviation (ddof = 1) of a few runs, e.g. one value per seed.
+
+    ``std`` is None for a single run: a spread of one value is undefined, and printing "± 0" would
+    claim a stability that was never measured.
+    """
+
+    mean: float
+    std: float | None
+    count: int
+
+
+def mean_std(values: Sequence[float]) -> MeanStd:
+    """Mean and sample standard deviation of ``values`` (at least one value)."""
+    if len(values) == 0:
+        raise ValueError("mean_std needs at least one value")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return MeanStd(mean=mean, std=None, count=1)
+    variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return MeanStd(mean=mean, std=math.sqrt(variance), count=len(values))
