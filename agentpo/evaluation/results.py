@@ -1,17 +1,8 @@
-"""Per-game evaluation outcomes and the append-only log that makes an evaluation resumable.
-
-Each finished game is appended to ``games.jsonl`` as one JSON line and flushed to disk at once, so an
-interrupted evaluation loses at most the games that were still being played. On restart the log is
-read back, the (seed, game) pairs already there are skipped, and a line cut short by the interruption
-is dropped and rewritten when that game is played again.
-"""
+"""What an ALFWorld evaluation plays (:class:`GameRun`) and what comes out of it (:class:`GameResult`)."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 from agentpo.evaluation.task_types import game_key, task_type_of
@@ -46,55 +37,18 @@ class GameResult:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> GameResult:
+        """Inverse of :meth:`to_json`; a record with missing or unknown fields is an error."""
         fields = set(cls.__dataclass_fields__)
-        missing = fields - set(record) - {"env_error"}
-        if missing:
-            raise ValueError(f"game record {record!r} lacks the fields {sorted(missing)}")
-        return cls(**{name: record[name] for name in fields if name in record})
+        if set(record) != fields:
+            raise ValueError(
+                f"game record {record!r} does not have exactly the fields {sorted(fields)}"
+            )
+        return cls(**record)
 
 
 def sort_results(results: Iterable[GameResult]) -> list[GameResult]:
     """Results in a canonical order (seed, then game), independent of the order games finished in."""
     return sorted(results, key=lambda r: r.run_key)
-
-
-class ResultLog:
-    """An append-only JSON-lines file of :class:`GameResult`, one line per finished game."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def load(self) -> dict[tuple[int, str], GameResult]:
-        """Every complete record in the log, keyed by (seed, game); an empty dict if there is no log.
-
-        A last line without its newline is the trace of an interrupted write: it is cut off the file
-        here so that the next append starts on a fresh line. A damaged line anywhere else is an error.
-        """
-        if not self.path.exists():
-            return {}
-        data = self.path.read_bytes()
-        complete_end = data.rfind(b"\n") + 1
-        if complete_end < len(data):
-            with self.path.open("r+b") as handle:
-                handle.truncate(complete_end)
-        done: dict[tuple[int, str], GameResult] = {}
-        for number, line in enumerate(data[:complete_end].decode("utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                result = GameResult.from_json(json.loads(line))
-            except (json.JSONDecodeError, TypeError, ValueError) as error:
-                raise ValueError(f"{self.path}:{number}: not a game record ({error})") from error
-            done[result.run_key] = result
-        return done
-
-    def append(self, result: GameResult) -> None:
-        """Write one record and force it to disk before returning."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)

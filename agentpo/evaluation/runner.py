@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from agentpo.evaluation.policies import Agent
-from agentpo.evaluation.results import GameResult, GameRun, ResultLog, sort_results
+from agentpo.evaluation.log import JsonLinesLog
+from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
 from agentpo.evaluation.task_types import game_key, stratified_order
 
@@ -111,12 +112,12 @@ def evaluate_policy(
     """
     games = select_games(game_paths, settings.limit)
     runs = [GameRun(path, seed) for seed in settings.seeds for path in games]
-    log: ResultLog | None = None
+    log: JsonLinesLog | None = None
     done: dict[tuple[int, str], GameResult] = {}
     if out_dir is not None:
         _check_resumable(Path(out_dir), settings)
-        log = ResultLog(Path(out_dir) / GAMES_FILE)
-        done = log.load()
+        log = JsonLinesLog(Path(out_dir) / GAMES_FILE)
+        done = {result.run_key: result for result in map(GameResult.from_json, log.read())}
         stray = set(done) - {run.run_key for run in runs}
         if stray:
             raise ValueError(
@@ -126,7 +127,7 @@ def evaluate_policy(
     todo = [run for run in runs if run.run_key not in done]
     for result in agent.play(todo):
         if log is not None:
-            log.append(result)
+            log.append([result.to_json()])
         done[result.run_key] = result
         if on_result is not None:
             on_result(result)
