@@ -1,0 +1,208 @@
+"""The embedded transformers engine: batched sampling with a KV cache, left padding and exact log-probs.
+
+Works on a CPU with any ``AutoModelForCausalLM``. Its own loop (rather than ``model.generate``)
+keeps the contract of :mod:`agentpo.rollout.engines.base` exact: the log-prob of each sampled token
+under ``log_softmax(logits / temperature)``, per-sequence stop strings, and rows that finish leave
+the batch (their KV cache rows are dropped) so the remaining rows run faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from agentpo.rollout.engines.base import FinishReason, Generation, SamplingParams
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row and return it with its log-prob.
+
+    Args:
+        logits: [B, V] next-token logits.
+        temperature: > 0 samples from ``softmax(logits / temperature)``; 0 takes the argmax.
+        top_p: keep the smallest set of most likely tokens whose mass reaches ``top_p``, sample
+            among them (1 keeps all).
+        generator: source of randomness (None: torch's global generator).
+
+    Returns:
+        tokens [B] (long) and logprobs [B] (float32): ``log_softmax(logits / temperature)`` at the
+        drawn token, over the full vocabulary (top-p is not renormalised into it); at temperature 0
+        the log-softmax of the raw logits.
+    """
+    logits = logits.float()
+    if temperature == 0.0:
+        logprobs = torch.log_softmax(logits, dim=-1)
+        tokens = logits.argmax(dim=-1)
+    else:
+        logprobs = torch.log_softmax(logits / temperature, dim=-1)
+        probs = logprobs.exp()
+        if top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # A token is dropped when the more likely tokens before it already reach top_p, so the
+            # most likely token always stays.
+            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+            picks = torch.multinomial(sorted_probs, 1, generator=generator)
+            tokens = order.gather(-1, picks).squeeze(-1)
+        else:
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class TransformersEngine:
+    """Sample from a transformers causal LM, token ids in and out.
+
+    Args:
+        model: a causal LM; moved to ``device``. Its train/eval mode is restored after each call.
+        tokenizer: the model's tokenizer (decoding for stop strings and ``Generation.text``; its
+            pad and EOS ids).
+        device: where the forward passes run.
+        max_batch_size: most prompts per forward pass (None: all at once). Prompts are batched in
+            order of decreasing length so each batch needs little padding.
+
+    A generation ends at the tokenizer's / generation config's EOS ids, at a stop string, or at
+    ``max_new_tokens``.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        device: str | torch.device = "cpu",
+        max_batch_size: int | None = None,
+    ):
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
+        self.pad_token_id: int = pad
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+        """Sample one response per prompt; see :class:`~agentpo.rollout.engines.base.Engine`."""
+        for i, prompt in enumerate(prompts):
+            if len(prompt) == 0:
+                raise ValueError(f"prompt {i} is empty: an engine needs at least one token to condition on")
+        generator = None
+        if sampling.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        size = self.max_batch_size or max(len(prompts), 1)
+        results: dict[int, Generation] = {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                for i, generation in zip(chunk, self._generate_batch([prompts[i] for i in chunk], sampling, generator)):
+                    results[i] = generation
+        finally:
+            self.model.train(was_training)
+        return [results[i] for i in range(len(prompts))]
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy a full state dict into the model in place (strict: every key, ``lm_head.weight`` included)."""
+        self.model.load_state_dict(dict(state_dict), strict=True)
+
+    def _generate_batch(
+        self, prompts: Sequence[list[int]], sampling: SamplingParams, generator: torch.Generator | None
+    ) -> list[Generation]:
+        batch = len(prompts)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every row's next token is at column `width`
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[row, width - len(prompt) :] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_position = position_ids[:, -1] + 1
+
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        logprobs: list[list[float]] = [[] for _ in range(batch)]
+        finish: list[FinishReason | None] = [None] * batch
+        active = list(range(batch))  # original row of each row still in the batch
+        for step in range(sampling.max_new_tokens):
+            sampled, sampled_logprobs = sample_tokens(logits, sampling.temperature, sampling.top_p, generator)
+            keep: list[int] = []
+            for slot, (row, token, logprob) in enumerate(zip(active, sampled.tolist(), sampled_logprobs.tolist())):
+                tokens[row].append(token)
+                logprobs[row].append(logprob)
+                finish[row] = self._finish_reason(tokens[row], sampling)
+                if finish[row] is None:
+                    keep.append(slot)
+            if not keep or step == sampling.max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                keep_index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(keep_index)
+                attention_mask, next_position, sampled = (
+                    attention_mask[keep_index],
+                    next_position[keep_index],
+                    sampled[keep_index],
+                )
+                active = [active[slot] for slot in keep]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=sampled.unsqueeze(1),
+                attention_mask=attention_mask,
+                position_ids=next_position.unsqueeze(1),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            next_position = next_position + 1
+
+        return [
+            Generation(
+                token_ids=tokens[row],
+                logprobs=logprobs[row],
+                text=self.tokenizer.decode(tokens[row], skip_special_tokens=True),
+                finish_reason=finish[row] or "length",
+            )
+            for row in range(batch)
+        ]
+
+    def _finish_reason(self, tokens: list[int], sampling: SamplingParams) -> FinishReason | None:
+        """Why a response that just sampled ``tokens[-1]`` ends now, or None if it goes on."""
+        if tokens[-1] in self.eos_token_ids:
+            return "eos"
+        if sampling.stop:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if any(stop in text for stop in sampling.stop):
+                return "stop"
+        return None
+
+
+def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """EOS ids from the tokenizer and the model's generation config (chat models often list several)."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    generation_config = getattr(model, "generation_config", None)
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured is not None:
+        ids.update(configured)
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model's generation config defines an EOS token")
+    return frozenset(ids)
