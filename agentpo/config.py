@@ -65,9 +65,12 @@ class TinyModelConfig:
     hidden_size: int = option(64, "width of the transformer (divisible by num_heads)")
     num_layers: int = option(2, "number of transformer blocks")
     num_heads: int = option(4, "attention heads per block")
-    arch: Literal["qwen2", "llama"] = option("qwen2", "transformers architecture of the random-init model")
+    arch: str = option("llama", "transformers architecture of the random-init model (agentpo.models.tiny.ARCHITECTURES)")
 
     def __post_init__(self) -> None:
+        from agentpo.models.tiny import ARCHITECTURES
+
+        _require(self.arch in ARCHITECTURES, "arch", f"unknown architecture {self.arch!r}; choose one of {list(ARCHITECTURES)}")
         _require(self.hidden_size >= 8, "hidden_size", f"must be >= 8, got {self.hidden_size}")
         _require(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
         _require(self.num_heads >= 1, "num_heads", f"must be >= 1, got {self.num_heads}")
@@ -127,11 +130,10 @@ class RolloutConfig:
     group_size: int = option(8, "G: attempts per task; advantages compare the G episodes of a task (>= 2)")
     max_turns: int = option(50, "actions per episode before it is cut off")
     history: int = option(2, "past turns shown in each prompt (-1: the full history)")
-    prompt: str = option("", "prompt template name in prompts/ ('' : the env's default)")
+    prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
     temperature: float = option(1.0, "sampling temperature (> 0); the trainer recomputes log-probs at the same one")
     top_p: float = option(1.0, "nucleus sampling mass in (0, 1]; < 1 makes sampling log-probs differ from the policy's")
     max_new_tokens: int = option(64, "tokens generated per turn at most")
-    stop: tuple[str, ...] = option(("</action>",), "strings that end a turn's generation")
     invalid_action_penalty: float = option(
         0.0, "subtracted from an episode's reward per invalid/unparseable action (ALFWorld protocol: 0.1)"
     )
@@ -173,25 +175,61 @@ class AlgorithmConfig:
     advantage: str = option("grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo")
     advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo)")
     kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
-    kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "per-token estimator of KL(pi_theta || pi_ref)")
+    kl_estimator: str = option("k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2 or k3 (Schulman 2020)")
 
     def __post_init__(self) -> None:
         from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS
         from agentpo.algos.divergence import DIVERGENCES
-        from agentpo.algos.losses import POLICY_LOSSES
+        from agentpo.algos.losses import AGGREGATIONS, POLICY_LOSSES
+        from agentpo.algos.ref_kl import KL_ESTIMATORS
         from agentpo.algos.schedules import P_SCHEDULES
 
         _require_registered(self.loss, "loss", POLICY_LOSSES, "policy loss")
         _require_registered(self.p_schedule, "p_schedule", P_SCHEDULES, "p schedule")
         _require_registered(self.divergence, "divergence", DIVERGENCES, "divergence measure")
         _require_registered(self.advantage, "advantage", ADVANTAGE_ESTIMATORS, "advantage estimator")
+        _require_registered(self.kl_estimator, "kl_estimator", KL_ESTIMATORS, "KL estimator")
         _require(self.p_min <= self.p_max, "p_min", f"{self.p_min} is above p_max={self.p_max}")
         _require(self.p_steps >= 1, "p_steps", f"must be >= 1, got {self.p_steps}")
+        _require(self.p_power > 0, "p_power", f"must be > 0, got {self.p_power}")
         _require(0 <= self.clip_eps_low < 1, "clip_eps_low", f"must be in [0, 1), got {self.clip_eps_low}")
         _require(self.clip_eps_high >= 0, "clip_eps_high", f"must be >= 0, got {self.clip_eps_high}")
         _require(self.clip_delta > 0, "clip_delta", f"must be > 0, got {self.clip_delta}")
         _require(self.advantage_eps >= 0, "advantage_eps", "must be >= 0")
         _require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
+        _require_registered(self.agg_mode, "agg_mode", AGGREGATIONS, "aggregation mode")
+        try:
+            self.clip_range()
+        except ValueError as err:
+            raise ConfigError("clip_delta" if self.divergence != "ratio" else "clip_eps_low", str(err)) from None
+        self._check_loss_accepts_settings()
+
+    def clip_range(self) -> tuple[float, float]:
+        """(low, high) clip bounds on the ratio from the divergence measure."""
+        from agentpo.algos.divergence import clip_bounds
+
+        return clip_bounds(
+            self.divergence, eps_low=self.clip_eps_low, eps_high=self.clip_eps_high, delta=self.clip_delta
+        )
+
+    def _check_loss_accepts_settings(self) -> None:
+        """Run the loss once on a one-token batch, so a setting it rejects (e.g. dapo with a
+        non-token-mean agg_mode) stops the run at load time rather than at the first update."""
+        import torch
+
+        from agentpo.algos.losses import POLICY_LOSSES, PolicyLossInput, PolicyLossSettings
+
+        one = torch.zeros(1, 1)
+        low, high = self.clip_range()
+        try:
+            settings = PolicyLossSettings(
+                p=self.p_max, clip_low=low, clip_high=high, agg_mode=self.agg_mode, max_tokens_normalizer=1.0
+            )
+            POLICY_LOSSES.get(self.loss)(
+                PolicyLossInput(one, one, one, torch.ones(1, 1), torch.zeros(1, 1, dtype=torch.long), 1), settings
+            )
+        except ValueError as err:
+            raise ConfigError("loss", f"{self.loss!r} rejects these settings: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -307,6 +345,17 @@ class Config:
     run_dir: str = option("runs/agentpo", "folder for checkpoints, metrics.jsonl and TensorBoard events")
 
     def __post_init__(self) -> None:
+        from agentpo.rollout.prompting import DEFAULT_PROMPTS, PromptTemplate
+
+        _require(
+            bool(self.rollout.prompt) or self.env.id in DEFAULT_PROMPTS,
+            "rollout.prompt",
+            f"env {self.env.id!r} has no built-in template; name one in prompts/ or give a YAML path",
+        )
+        try:
+            PromptTemplate.load(self.prompt_template)
+        except ValueError as err:
+            raise ConfigError("rollout.prompt", str(err)) from None
         episodes = self.train.batch_tasks * self.rollout.group_size
         _require(
             self.train.minibatches <= episodes,
@@ -318,6 +367,13 @@ class Config:
             "train.micro_batch_episodes",
             f"{self.train.micro_batch_episodes} exceeds the {self.episodes_per_minibatch} episodes of a minibatch",
         )
+
+    @property
+    def prompt_template(self) -> str:
+        """The prompt template the rollout uses: ``rollout.prompt``, else the env's built-in one."""
+        from agentpo.rollout.prompting import DEFAULT_PROMPTS
+
+        return self.rollout.prompt or DEFAULT_PROMPTS[self.env.id]
 
     @property
     def episodes_per_batch(self) -> int:

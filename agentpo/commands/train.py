@@ -1,0 +1,60 @@
+"""``agentpo train --config FILE [key=value ...] [--resume RUN_DIR] [--dry-run]``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train an agent with HölderPO (or another registered loss) from a YAML config"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (see configs/); optional with --resume")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
+    parser.add_argument("--list-options", action="store_true", help="print every config key with its help and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from agentpo.config import ConfigError, describe, load_config
+
+    if args.list_options:
+        print("\n".join(describe()))
+        return 0
+    overrides = list(args.overrides)
+    config_path = args.config
+    if args.resume:
+        # A resumed run continues with the config it was started with (plus any overrides).
+        config_path = config_path or str(Path(args.resume) / "config.yaml")
+        overrides.append(f"run_dir={args.resume}")
+    if not config_path:
+        print("agentpo train: --config FILE is required (or --resume RUN_DIR)")
+        return 2
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as err:
+        print(f"agentpo train: bad config: {err}")
+        return 2
+    for note in config.warnings():
+        print(f"warning: {note}")
+    if args.dry_run:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer steps")
+        return 0
+
+    from agentpo.training.trainer import Trainer
+
+    trainer = Trainer(config, resume=bool(args.resume))
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    if "success_before" in summary and "success_after" in summary:
+        before, after = summary["success_before"], summary["success_after"]
+        print(f"held-out success: before {before:.3f} -> after {after:.3f}")
+    print(f"run folder: {config.run_dir}  (plot with: agentpo plot {config.run_dir})")
+    return 0

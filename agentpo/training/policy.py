@@ -1,0 +1,96 @@
+"""Building the policy: the initial weights (downloaded, local, or a tiny random-init model built
+over the env's words), LoRA adapters, and the frozen reference model for the KL penalty."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from agentpo.config import Config, LoraConfig
+from agentpo.rollout.prompting import PromptTemplate
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate) -> list[str]:
+    """Every word a tiny model must read: the env class's ``vocabulary()`` plus the template's fixed words.
+
+    ``vocabulary`` receives the env kwargs its signature names (e.g. Corridor's ``length``).
+    """
+    env_class = gymnasium.envs.registration.load_env_creator(gymnasium.spec(env_id).entry_point)
+    vocabulary = getattr(env_class, "vocabulary", None)
+    if vocabulary is None:
+        raise ValueError(f"model.source=tiny needs an env with a vocabulary() method; {env_id} has none")
+    wanted = inspect.signature(vocabulary).parameters
+    words = list(vocabulary(**{k: v for k, v in env_kwargs.items() if k in wanted}))
+    for text in (template.system, template.first, template.next, template.followup, template.history_entry):
+        fixed = "".join(literal for literal, *_ in string.Formatter().parse(text))
+        words += _WORD.findall(fixed.lower())
+    return list(dict.fromkeys(words))
+
+
+def initial_model_dir(config: Config, run_dir: Path) -> str:
+    """Where the run's starting weights live: ``model.path``, or a tiny model built once in RUN_DIR/init_model."""
+    if config.model.source == "pretrained":
+        return config.model.path
+    from agentpo.models.tiny import build_tiny_model
+
+    out = run_dir / "init_model"
+    if not (out / "config.json").exists():
+        words = task_words(config.env.id, config.env.kwargs, PromptTemplate.load(config.prompt_template))
+        tiny = config.model.tiny
+        build_tiny_model(
+            out,
+            words,
+            hidden_size=tiny.hidden_size,
+            num_layers=tiny.num_layers,
+            num_heads=tiny.num_heads,
+            seed=config.train.seed,
+            arch=tiny.arch,
+        )
+    return str(out)
+
+
+def load_policy(
+    model_dir: str, lora: LoraConfig, *, device: torch.device, adapter_dir: Path | None = None
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The trainable policy (fp32 master weights) and its tokenizer.
+
+    With ``lora.rank > 0`` the base weights are frozen and peft adapters are added, or loaded from
+    ``adapter_dir`` when resuming.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    if lora.rank > 0:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import PeftModel, get_peft_model
+
+        if adapter_dir is not None:
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        else:
+            model = get_peft_model(
+                model,
+                PeftLoraConfig(
+                    r=lora.rank,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=list(lora.target_modules),
+                    task_type="CAUSAL_LM",
+                ),
+            )
+    model.train()
+    return model, tokenizer
+
+
+def load_reference(model_dir: str, *, device: torch.device) -> torch.nn.Module:
+    """A frozen copy of the initial policy, for the KL penalty."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model.eval().requires_grad_(False)
+    return model

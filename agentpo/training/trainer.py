@@ -1,0 +1,340 @@
+"""The HölderPO training loop.
+
+One iteration (:meth:`Trainer.train_step`) reads top to bottom:
+
+1. rollout: B tasks x G attempts through the env pool with the current policy;
+2. rewards: each episode's return (invalid-action penalties included);
+3. advantages: within each group of G episodes (registry: grpo, dr_grpo, rloo);
+4. old log-probs: recomputed by the trainer at the sampling temperature (or the engine's);
+5. K minibatches x E epochs: policy loss (registry: holder, grpo, gspo, ...) with p from its
+   schedule and the clip bounds of the divergence measure, plus the optional reference KL;
+   micro-batches accumulate gradients; one clipped AdamW step per minibatch;
+6. weights into the engine; 7. log; 8. checkpoint.
+
+Every random draw of an iteration (task seeds, sampling, minibatch shuffles) is seeded from
+``(train.seed, iteration)``, so a run resumed from a checkpoint repeats exactly what the
+uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agentpo.algos.advantages import compute_advantages
+from agentpo.algos.losses import POLICY_LOSSES, PolicyLossInput, PolicyLossSettings
+from agentpo.algos.ref_kl import kl_penalty
+from agentpo.algos.schedules import PSchedule
+from agentpo.config import Config, save_config
+from agentpo.envs.pool import EnvPool
+from agentpo.rollout.batch import TrainBatch, collate
+from agentpo.rollout.engines.base import SamplingParams
+from agentpo.rollout.engines.hf import TransformersEngine
+from agentpo.rollout.episode import Episode
+from agentpo.rollout.manager import RolloutManager, RolloutSettings
+from agentpo.training.batching import block, chunk, micro_batch, normalizers, split_episodes, unit_ids
+from agentpo.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from agentpo.training.logger import MetricsLogger, timed
+from agentpo.training.logprobs import token_logprobs
+from agentpo.training.optim import build_optimizer, build_scheduler
+from agentpo.training.policy import initial_model_dir, load_policy, load_reference
+
+
+def reduce_metrics(records: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Combine per-update metrics: the minimum of ``*_min`` keys, the maximum of ``*_max``, else the mean."""
+    collected: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in record.items():
+            collected.setdefault(key, []).append(value)
+    reduced = {}
+    for key, values in collected.items():
+        if key.endswith("_min"):
+            reduced[key] = min(values)
+        elif key.endswith("_max"):
+            reduced[key] = max(values)
+        else:
+            reduced[key] = sum(values) / len(values)
+    return reduced
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when it is available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Builds a run in dependency order and trains it.
+
+    Args:
+        config: the validated run config.
+        resume: continue from the latest checkpoint in ``config.run_dir`` (an error if there is none).
+    """
+
+    def __init__(self, config: Config, *, resume: bool = False):
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(config.train.num_threads)
+        torch.manual_seed(config.train.seed)
+        self.device = resolve_device(config.train.device)
+
+        # The starting point: the latest checkpoint when resuming, else the initial weights.
+        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if resume and checkpoint is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        init_dir = initial_model_dir(config, self.run_dir)
+        lora = config.train.lora.rank > 0
+        self.model, self.tokenizer = load_policy(
+            str(checkpoint / "model") if checkpoint is not None and not lora else init_dir,
+            config.train.lora,
+            device=self.device,
+            adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
+        )
+        if config.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.reference = load_reference(init_dir, device=self.device) if config.algorithm.kl_coef > 0 else None
+
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.optimizer_steps)
+        self.start_step = 0
+        if checkpoint is not None:
+            self.start_step = load_trainer_state(checkpoint, optimizer=self.optimizer, scheduler=self.scheduler)
+        save_config(config, self.run_dir / "config.yaml")
+
+        # The embedded engine samples from the very module the optimizer updates, so new weights
+        # are in the engine as soon as the optimizer steps (no copy, no second model in memory).
+        rollout = config.rollout
+        self.engine = TransformersEngine(
+            self.model, self.tokenizer, device=self.device, max_batch_size=rollout.max_batch_size or None
+        )
+        self.pool = EnvPool(
+            config.env.id,
+            config.episodes_per_batch,
+            env_kwargs=config.env.kwargs,
+            num_workers=config.env.num_workers,
+        )
+        sampling = SamplingParams(
+            temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
+        )
+        settings = RolloutSettings(
+            group_size=rollout.group_size,
+            max_turns=rollout.max_turns,
+            history=rollout.history,
+            sampling=sampling,
+            invalid_action_penalty=rollout.invalid_action_penalty,
+            prompt=config.prompt_template,
+        )
+        self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
+        eval_sampling = SamplingParams(
+            temperature=config.eval.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
+        )
+        self.evaluator = RolloutManager(
+            self.engine, self.tokenizer, self.pool, replace(settings, group_size=1, sampling=eval_sampling)
+        )
+
+        algorithm = config.algorithm
+        self.p_schedule = PSchedule(
+            algorithm.p_schedule, algorithm.p_min, algorithm.p_max, algorithm.p_steps, algorithm.p_power
+        )
+        self.clip_low, self.clip_high = algorithm.clip_range()
+        self.loss_fn = POLICY_LOSSES.get(algorithm.loss)
+        self.logger = MetricsLogger(
+            self.run_dir,
+            config.logging,
+            total_steps=config.train.steps,
+            start_step=self.start_step,
+            run_config=config.to_dict(),
+        )
+
+    # ------------------------------------------------------------------------------------- the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train from ``start_step`` to ``train.steps``; return the held-out success before and after.
+
+        The "before" number is measured only on a fresh run (a resumed run's start is not the
+        initial policy).
+        """
+        config = self.config
+        summary = {}
+        if self.start_step == 0 and config.eval.tasks:
+            summary["success_before"] = self.evaluate()["val/success_rate"]
+            self.logger.message(f"held-out success before training: {summary['success_before']:.3f}")
+        for step in range(self.start_step + 1, config.train.steps + 1):
+            metrics = self.train_step(step)
+            if config.eval.every and step % config.eval.every == 0 and step < config.train.steps:
+                metrics.update(self.evaluate())
+            if step == config.train.steps and config.eval.tasks:
+                metrics.update(self.evaluate())
+                summary["success_after"] = metrics["val/success_rate"]
+            self.logger.log(step, metrics)
+            every = config.train.checkpoint_every
+            if (every and step % every == 0) or step == config.train.steps:
+                save_checkpoint(
+                    self.run_dir,
+                    step,
+                    model=self.model,
+                    tokenizer=self.tokenizer,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    keep=config.train.keep_checkpoints,
+                )
+        if "success_after" in summary:
+            self.logger.message(f"held-out success after training: {summary['success_after']:.3f}")
+        return summary
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One iteration (1-based ``step``): rollout, advantages, K x E updates. Returns its metrics."""
+        config, algorithm = self.config, self.config.algorithm
+        metrics: dict[str, float] = {}
+        started = time.perf_counter()
+        rng = np.random.default_rng([config.train.seed, step])
+
+        # 1. rollout: B tasks x G attempts. Training seeds stay below the held-out ones.
+        with timed(metrics, "time/rollout_s"):
+            task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
+            episodes = self.rollout.collect(task_seeds, seed=int(rng.integers(1 << 62)))
+        metrics.update(episode_metrics(episodes))
+
+        # 2. rewards and 3. advantages, one per episode.
+        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+        groups = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
+        advantages, adv_metrics = compute_advantages(algorithm.advantage, rewards, groups, algorithm.advantage_eps)
+        metrics.update({k: float(v) for k, v in adv_metrics.items()})
+
+        batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
+        units = unit_ids(batch, algorithm.scope)
+        advantages = advantages.to(self.device)
+
+        # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
+        with timed(metrics, "time/old_logprobs_s"):
+            old_logprobs = self._logprobs(self.model, batch) if config.train.recompute_old_logprobs else batch.old_logprobs
+            ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+        metrics["engine_logprob_abs_diff"] = masked_mean((old_logprobs - batch.old_logprobs).abs(), batch.action_mask)
+
+        # 5. K minibatches x E epochs, one optimizer step per minibatch.
+        shuffle = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        updates = []
+        with timed(metrics, "time/update_s"):
+            for _ in range(config.train.epochs):
+                for minibatch in split_episodes(len(episodes), config.train.minibatches, shuffle):
+                    updates.append(self._update(batch, minibatch, units, advantages, old_logprobs, ref_logprobs))
+        metrics.update(reduce_metrics(u for u in updates if u))
+
+        # 6. Weights into the engine: nothing to copy, the engine samples from self.model itself.
+        metrics["step_time_s"] = time.perf_counter() - started
+        metrics["tokens_per_s"] = metrics["tokens_generated"] * len(episodes) / metrics["step_time_s"]
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return metrics
+
+    def _update(
+        self,
+        batch: TrainBatch,
+        episodes: Tensor,
+        units: Tensor,
+        advantages: Tensor,
+        old_logprobs: Tensor,
+        ref_logprobs: Tensor | None,
+    ) -> dict[str, float]:
+        """One optimizer step on the minibatch made of ``episodes``, accumulated over micro-batches."""
+        config, algorithm = self.config, self.config.algorithm
+        tokens, num_units = normalizers(batch, units, episodes)
+        if tokens == 0:  # every episode of this minibatch ended before its first turn (env errors)
+            return {}
+        p = self.p_schedule(self.scheduler.last_epoch)
+        settings = PolicyLossSettings(
+            p=p,
+            clip_low=self.clip_low,
+            clip_high=self.clip_high,
+            agg_mode=algorithm.agg_mode,
+            token_normalizer=tokens,
+            unit_normalizer=num_units,
+            max_tokens_normalizer=float(config.rollout.max_new_tokens * config.rollout.max_turns),
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        micro_metrics = []
+        for micro in chunk(episodes, config.train.micro_batch_episodes):
+            mb = micro_batch(
+                batch, micro, units=units, advantages=advantages, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs
+            )
+            with self._autocast():
+                logprobs, entropy = token_logprobs(
+                    self.model, mb.input_ids, mb.attention_mask, temperature=config.rollout.temperature, with_entropy=True
+                )
+            loss, loss_metrics = self.loss_fn(
+                PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
+                settings,
+            )
+            record = {k: float(v) for k, v in loss_metrics.items()}
+            if mb.ref_logprobs is not None:
+                # Token mean over the whole minibatch, so micro-batch terms add up like the loss.
+                ref_kl = (kl_penalty(logprobs, mb.ref_logprobs, algorithm.kl_estimator) * mb.action_mask).sum() / tokens
+                loss = loss + algorithm.kl_coef * ref_kl
+                record["ref_kl"] = float(ref_kl) * tokens / float(mb.action_mask.sum().clamp_min(1))
+            loss.backward()
+            record["loss"] = float(loss.detach())
+            record["entropy"] = masked_mean(entropy, mb.action_mask)
+            micro_metrics.append(record)
+        max_norm = config.optim.max_grad_norm or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        update = reduce_metrics(micro_metrics)
+        update["loss"] = update["loss"] * len(micro_metrics)  # the minibatch loss is the micro-batch sum
+        update["grad_norm"] = float(grad_norm)
+        return update
+
+    # ------------------------------------------------------------------------------------- helpers
+
+    @torch.no_grad()
+    def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> Tensor:
+        """``[N, L]`` log-probs of every token under ``model``, computed micro-batch by micro-batch."""
+        out = torch.zeros_like(batch.old_logprobs)
+        episodes = torch.unique(batch.row_episode)
+        for micro in chunk(episodes, self.config.train.micro_batch_episodes):
+            rows, cols = block(batch, micro)
+            with self._autocast():
+                logprobs, _ = token_logprobs(
+                    model,
+                    batch.input_ids[rows, cols],
+                    batch.attention_mask[rows, cols],
+                    temperature=self.config.rollout.temperature,
+                )
+            out[rows, cols] = logprobs * batch.action_mask[rows, cols]
+        return out
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16)
+
+    def evaluate(self) -> dict[str, float]:
+        """Success rate and mean reward on the held-out tasks, one attempt each, under ``val/``."""
+        cfg = self.config.eval
+        seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.tasks))
+        episodes = self.evaluator.collect(seeds, seed=self.config.train.seed)
+        stats = episode_metrics(episodes)
+        return {"val/success_rate": stats["success_rate"], "val/reward_mean": stats["reward_mean"]}
+
+    def close(self) -> None:
+        """Close the env pool and the metric sinks."""
+        self.pool.close()
+        self.logger.close()
+
+
+def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log."""
+    means = reduce_metrics(e.metrics() for e in episodes)
+    means["success_rate"] = means.pop("success")
+    means["reward_mean"] = means.pop("return")
+    return means
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> float:
+    """Mean of ``values`` where ``mask`` is 1 (0.0 when the mask is empty)."""
+    return float((values * mask).sum() / mask.sum().clamp_min(1))

@@ -1,0 +1,110 @@
+"""Typed configs: YAML + overrides load into frozen dataclasses; bad input names its key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from agentpo.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    describe,
+    load_config,
+    save_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"model": {"source": "tiny"}}
+
+
+def test_defaults_and_overrides_are_typed(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  source: tiny\ntrain:\n  steps: 5\n")
+    config = load_config(path, ["optim.lr=3e-3", "train.bf16=true", "train.lora.target_modules=[q_proj, v_proj]", "env.kwargs.length=4"])
+    assert config.train.steps == 5
+    assert config.optim.lr == 3e-3 and isinstance(config.optim.lr, float)  # YAML 1.1 reads "3e-3" as text
+    assert config.train.bf16 is True
+    assert config.train.lora.target_modules == ("q_proj", "v_proj")
+    assert config.env.kwargs == {"length": 4}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.steps = 6  # type: ignore[misc]
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    config = config_from_dict({**TINY, "algorithm": {"p_schedule": "linear_dec", "p_min": -2.0, "p_max": 2.0}})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({**TINY, "trian": {"steps": 1}}, "trian"),
+        ({**TINY, "train": {"stpes": 1}}, "train.stpes"),
+        ({**TINY, "train": {"steps": 0}}, "train.steps"),
+        ({**TINY, "train": {"steps": "many"}}, "train.steps"),
+        ({**TINY, "optim": {"lr": -1.0}}, "optim.lr"),
+        ({**TINY, "algorithm": {"loss": "holdr"}}, "algorithm.loss"),
+        ({**TINY, "algorithm": {"p_schedule": "sine"}}, "algorithm.p_schedule"),
+        ({**TINY, "algorithm": {"divergence": "kl9"}}, "algorithm.divergence"),
+        ({**TINY, "algorithm": {"advantage": "gae"}}, "algorithm.advantage"),
+        ({**TINY, "algorithm": {"scope": "episode"}}, "algorithm.scope"),
+        ({**TINY, "algorithm": {"p_min": 3.0, "p_max": 1.0}}, "algorithm.p_min"),
+        ({**TINY, "model": {"source": "tiny", "tiny": {"hidden_size": 30, "num_heads": 4}}}, "model.tiny.hidden_size"),
+        ({"model": {"source": "pretrained"}}, "model.path"),
+        ({**TINY, "env": {"id": "agentpo/Nowhere-v0"}}, "env.id"),
+        ({**TINY, "rollout": {"group_size": 1}}, "rollout.group_size"),
+        ({**TINY, "train": {"batch_tasks": 1, "minibatches": 9}, "rollout": {"group_size": 4}}, "train.minibatches"),
+        ({**TINY, "train": {"micro_batch_episodes": 100}}, "train.micro_batch_episodes"),
+        ({**TINY, "logging": {"tensorboard": "maybe"}}, "logging.tensorboard"),
+        ({**TINY, "optim": {"betas": [0.9]}}, "optim.betas"),
+    ],
+)
+def test_bad_input_names_the_key(data: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"{key}: ")
+
+
+def test_registry_miss_lists_the_allowed_names() -> None:
+    with pytest.raises(ConfigError, match=r"choose one of \[.*'holder'.*\]"):
+        config_from_dict({**TINY, "algorithm": {"loss": "nope"}})
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["train.steps"])
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])
+    assert caught.value.key == "train.steps"
+
+
+def test_one_minibatch_one_epoch_warns_that_p_does_nothing() -> None:
+    lone = config_from_dict({**TINY, "train": {"minibatches": 1, "epochs": 1}})
+    assert any("every importance ratio is 1" in w for w in lone.warnings())
+    assert not config_from_dict({**TINY, "train": {"minibatches": 2}}).warnings()
+
+
+def test_derived_sizes_are_properties() -> None:
+    config = config_from_dict({**TINY, "train": {"batch_tasks": 3, "minibatches": 4, "epochs": 2, "steps": 5}, "rollout": {"group_size": 5}})
+    assert config.episodes_per_batch == 15
+    assert config.episodes_per_minibatch == 4
+    assert config.optimizer_steps == 40
+
+
+def test_every_field_is_described() -> None:
+    lines = describe(Config)
+    assert any(line.startswith("algorithm.p_schedule ") for line in lines)
+    assert all(line.split(": ", 1)[1].strip() for line in lines), [l for l in lines if not l.split(": ", 1)[1].strip()]
+
+
+@pytest.mark.parametrize("name", ["quickstart", "alfworld_holderpo", "math_holderpo"])
+def test_shipped_recipes_load_without_warnings(name: str) -> None:
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.train.minibatches >= 2
+    assert config.warnings() == []
