@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 from agentpo.evaluation.results import GameResult, GameRun
+from agentpo.evaluation.seeding import derived_seed
 
 if TYPE_CHECKING:
     from agentpo.envs.pool import EnvPool
@@ -81,8 +82,8 @@ STEP_POLICIES: dict[str, type[ExpertPolicy] | type[RandomPolicy]] = {
 
 
 def run_rng(run: GameRun) -> random.Random:
-    """A generator private to one (seed, game) run; string seeds hash deterministically (SHA-512)."""
-    return random.Random(f"{run.seed}:{run.game}")
+    """A generator private to one (seed, game) run."""
+    return random.Random(derived_seed(run.seed, run.game))
 
 
 @dataclass
@@ -166,3 +167,48 @@ def _crashed(run: GameRun, steps: int, invalid_actions: int, error: str) -> Game
         reward=0.0,
         env_error=error,
     )
+
+
+@dataclass
+class ModelAgent:
+    """Plays games with a language model through the training :class:`RolloutManager`.
+
+    The manager brings the training prompt template, action parsing, history window and its own env
+    pool; its settings must have ``group_size=1`` (one attempt per game and seed). Games go to
+    ``collect`` ``games_per_collect`` at a time (default: four per pool slot, so the engine batch
+    stays full while slots are refilled), and each chunk's results are yielded when it returns. The
+    chunk's sampling seed is derived from its first run, so a resumed evaluation redraws the same
+    samples for the same chunk.
+    """
+
+    manager: RolloutManager
+    games_per_collect: int = 0
+
+    def __post_init__(self) -> None:
+        if self.manager.settings.group_size != 1:
+            raise ValueError(
+                f"evaluation plays each game once per seed: RolloutSettings.group_size must be 1, "
+                f"got {self.manager.settings.group_size}"
+            )
+        if self.games_per_collect <= 0:
+            self.games_per_collect = 4 * int(self.manager.pool.num_envs)
+
+    def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]:
+        for start in range(0, len(runs), self.games_per_collect):
+            chunk = runs[start : start + self.games_per_collect]
+            episodes = self.manager.collect(
+                [run.seed for run in chunk],
+                [{"game_path": run.game_path} for run in chunk],
+                seed=derived_seed(chunk[0].seed, chunk[0].game),
+            )
+            for run, episode in zip(chunk, episodes):
+                yield GameResult(
+                    game=run.game,
+                    task_type=run.task_type,
+                    seed=run.seed,
+                    won=episode.won,
+                    steps=len(episode.turns),
+                    invalid_actions=sum(turn.invalid for turn in episode.turns),
+                    reward=episode.reward,
+                    env_error=episode.env_error,
+                )

@@ -29,13 +29,12 @@ def test_every_validation_game_is_bucketed(alfworld_data_dir: Path, split: str) 
     assert sorted(g for games in buckets.values() for g in games) == sorted(game_key(p) for p in paths)
 
 
-def test_keys_and_types_from_paths_trial_folders_and_keys() -> None:
+def test_keys_and_types_from_paths() -> None:
     path = "/data/json_2.1.1/valid_seen/pick_heat_then_place_in_recep-Egg-None-Fridge-2/trial_T1/game.tw-pddl"
-    key = "pick_heat_then_place_in_recep-Egg-None-Fridge-2/trial_T1"
-    assert game_key(path) == game_key(Path(path).parent) == game_key(key) == key
-    assert task_type_of(path) == task_type_of(key) == "heat"
+    assert game_key(path) == "pick_heat_then_place_in_recep-Egg-None-Fridge-2/trial_T1"
+    assert task_type_of(path) == "heat"
     with pytest.raises(ValueError, match="pick_and_place_with_movable_recep"):
-        task_type_of("pick_and_place_with_movable_recep-Pen-Mug-Desk-3/trial_T2")
+        task_type_of("/d/pick_and_place_with_movable_recep-Pen-Mug-Desk-3/trial_T2/game.tw-pddl")
 
 
 def test_stratified_order_interleaves_task_types() -> None:
