@@ -192,11 +192,11 @@ class ALFWorldEnv(TextEnv):
 
     def _follow_plan(self, command: str, invalid: bool) -> None:
         """Advance along the walkthrough; an action off it that changes the world ends the plan."""
-        if not self._on_plan or invalid or command.split(" ", 1)[0] in _OBSERVING_VERBS:
+        if not self._on_plan or invalid:
             return
         if self._plan_position < len(self._walkthrough) and command == self._walkthrough[self._plan_position]:
             self._plan_position += 1
-        else:
+        elif command.split(" ", 1)[0] not in _OBSERVING_VERBS:
             self._on_plan = False
 
     def _observe(self, observation: str, state: Any, *, invalid_action: bool) -> tuple[str, dict[str, Any]]:
