@@ -223,10 +223,12 @@ class _Batch:
 
     def unit_advantages(self) -> Tensor:
         """``[S]`` the advantage of each unit (0 for an empty unit); it must be constant within a unit."""
-        high, low = self.segments.max(self.advantages), self.segments.min(self.advantages)
-        if not torch.equal(high, low):
+        segments = self.segments
+        # Write any one token's advantage per unit (cheaper than a max/min scatter), then check them all.
+        unit_adv = self.advantages.new_zeros(segments.num_segments).index_put_((segments.index,), self.advantages)
+        if not torch.equal(unit_adv[segments.index], self.advantages):
             raise ValueError("sequence-level losses need one advantage per unit: advantages differ within a segment")
-        return high
+        return unit_adv
 
 
 def _log_bounds(settings: PolicyLossSettings) -> tuple[float, float]:

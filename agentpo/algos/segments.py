@@ -20,13 +20,13 @@ class Segments:
     """The masked-in tokens of a batch and the unit each belongs to.
 
     Attributes:
-        mask: ``[N, L]`` bool, True on masked-in (trained) tokens.
+        positions: ``[M]`` long, flat (row-major) positions of the masked-in tokens in ``[N, L]``.
         index: ``[M]`` long, unit id of each masked-in token, in row-major token order.
         count: ``[S]`` float, number of masked-in tokens per unit (0 for an empty unit).
         num_segments: ``S``.
     """
 
-    mask: Tensor
+    positions: Tensor
     index: Tensor
     count: Tensor
     num_segments: int
@@ -51,8 +51,9 @@ class Segments:
             raise ValueError(f"num_segments must be a non-negative int, got {num_segments!r}")
         if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError("mask must hold only 0 and 1 (1 on trained action tokens)")
-        selected = mask.bool()
-        index = segment_ids[selected]
+        # One nonzero() here, then cheap index_select for every [N, L] tensor the loss reads.
+        positions = torch.nonzero(mask.reshape(-1)).squeeze(1)
+        index = segment_ids.reshape(-1).index_select(0, positions)
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_segments):
             raise ValueError(
                 f"segment_ids of masked-in tokens must lie in [0, {num_segments}); "
@@ -61,11 +62,11 @@ class Segments:
         count = torch.zeros(num_segments, dtype=dtype, device=mask.device).index_add_(
             0, index, torch.ones_like(index, dtype=dtype)
         )
-        return cls(mask=selected, index=index, count=count, num_segments=num_segments)
+        return cls(positions=positions, index=index, count=count, num_segments=num_segments)
 
     def select(self, values: Tensor) -> Tensor:
         """``[N, L]`` → ``[M]``: the values of the masked-in tokens (gradients flow back, zero elsewhere)."""
-        return values[self.mask]
+        return values.reshape(-1).index_select(0, self.positions)
 
     def sum(self, values: Tensor) -> Tensor:
         """``[M]`` → ``[S]``: per-unit sum (0 for an empty unit)."""
