@@ -55,3 +55,21 @@ class JsonLinesLog:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def check_same_settings(path: str | Path, settings: dict[str, Any]) -> None:
+    """Record an evaluation's settings at ``path``, or refuse to resume under different ones.
+
+    Results of different settings (another policy, seed list, temperature, ...) must not be mixed in
+    one log; the error names every key that differs.
+    """
+    path = Path(path)
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        differing = sorted(key for key in set(stored) | set(settings) if stored.get(key) != settings.get(key))
+        if differing:
+            details = ", ".join(f"{key}: {stored.get(key)!r} there, {settings.get(key)!r} now" for key in differing)
+            raise ValueError(f"{path.parent} holds an evaluation with other settings ({details}); use another folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")

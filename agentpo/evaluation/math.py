@@ -1,10 +1,11 @@
 """Math benchmarks: mean@n accuracy and unbiased pass@k, per benchmark and averaged over five.
 
 For each problem a solver writes n responses; each is graded against the gold answer by the
-project's math grader (boxed-first extraction, math-verify in worker processes with a time limit).
-mean@n is the share of correct samples over all problems and samples; pass@k averages the unbiased
-estimator 1 − C(n − c, k)/C(n, k) over problems. The five-benchmark average is the plain mean of the
-mean@n of AIME24, AMC23, MATH500, Minerva and OlympiadBench, the number the HölderPO paper reports.
+project's :class:`~agentpo.envs.math_grading.MathGrader` (boxed-first extraction, math-verify in
+worker processes with a time limit). mean@n is the share of correct samples over all problems and
+samples; pass@k averages the unbiased estimator 1 − C(n − c, k)/C(n, k) over problems. The
+five-benchmark average is the plain mean of the mean@n of AIME24, AMC23, MATH500, Minerva and
+OlympiadBench, the number the HölderPO paper reports.
 
 Every sample's response, extracted answer and verdict is appended to ``samples.jsonl`` one batch of
 problems at a time, so an interrupted evaluation resumes from the problems already graded.
@@ -13,19 +14,23 @@ problems at a time, so an interrupted evaluation resumes from the problems alrea
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from agentpo.evaluation.log import JsonLinesLog
+from agentpo.envs.math_data import BENCHMARK_AVERAGE, MathProblem, load_problems
+from agentpo.evaluation.log import JsonLinesLog, check_same_settings
 from agentpo.evaluation.seeding import derived_seed
 from agentpo.evaluation.stats import pass_at_k
 
 if TYPE_CHECKING:
-    from agentpo.envs.math_data import MathProblem
+    from transformers import PreTrainedTokenizerBase
+
     from agentpo.envs.math_grading import MathGrader
+    from agentpo.rollout.engines.base import Engine, SamplingParams
 
 SAMPLES_FILE = "samples.jsonl"
+SETTINGS_FILE = "eval_settings.json"
 JSON_FILE = "eval.json"
 MARKDOWN_FILE = "eval.md"
 
@@ -36,6 +41,58 @@ class MathSolver(Protocol):
     def solve(self, questions: Sequence[str], n: int, seed: int) -> list[list[str]]:
         """``n`` responses per question, in question order; the same seed gives the same responses."""
         ...
+
+
+class ModelSolver:
+    """Answers with a language model, prompted exactly like the first turn of ``agentpo/Math-v0`` training.
+
+    The prompt comes from the same template and :class:`~agentpo.rollout.prompting.PromptBuilder`
+    the rollout manager uses (the env's first observation is the bare question), and the template's
+    stop strings are added to ``sampling.stop``. The ``n`` samples of every question of a batch go
+    to the engine in one ``generate`` call.
+    """
+
+    def __init__(self, engine: Engine, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompt: str = "math"):
+        from agentpo.rollout.prompting import PromptBuilder, PromptTemplate
+
+        self.engine = engine
+        self.template = PromptTemplate.load(prompt)
+        self.prompts = PromptBuilder(self.template, tokenizer)
+        self.sampling = replace(sampling, stop=tuple(dict.fromkeys(sampling.stop + self.template.stop)))
+
+    def solve(self, questions: Sequence[str], n: int, seed: int) -> list[list[str]]:
+        prompts = [self.prompts.first_prompt(self.template.task(q), q, None) for q in questions]
+        generations = self.engine.generate([p for p in prompts for _ in range(n)], replace(self.sampling, seed=seed))
+        texts = [g.text for g in generations]
+        return [texts[i * n : (i + 1) * n] for i in range(len(questions))]
+
+
+@dataclass(frozen=True)
+class MathEvalSettings:
+    """What a math evaluation ran; printed on the report and checked when resuming."""
+
+    datasets: tuple[str, ...]
+    n: int
+    seed: int = 0
+    split: str = "test"
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.datasets or len(set(self.datasets)) != len(self.datasets):
+            raise ValueError(f"datasets must be distinct names, at least one, got {list(self.datasets)}")
+        if self.n < 1:
+            raise ValueError(f"n (samples per problem) must be >= 1, got {self.n}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be a positive number of problems, got {self.limit}")
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["datasets"] = list(self.datasets)
+        return record
 
 
 @dataclass(frozen=True)
@@ -73,23 +130,23 @@ def default_ks(n: int) -> list[int]:
 
 def score_benchmark(dataset: str, verdicts: Sequence[SampleVerdict], n: int, ks: Sequence[int]) -> BenchmarkScore:
     """mean@n and pass@k of one benchmark from its graded samples (exactly ``n`` per problem)."""
-    correct_by_problem: dict[str, int] = {}
-    samples_by_problem: dict[str, int] = {}
+    correct: dict[str, int] = {}
+    samples: dict[str, int] = {}
     for verdict in verdicts:
-        correct_by_problem[verdict.task_id] = correct_by_problem.get(verdict.task_id, 0) + verdict.correct
-        samples_by_problem[verdict.task_id] = samples_by_problem.get(verdict.task_id, 0) + 1
-    uneven = {task: count for task, count in samples_by_problem.items() if count != n}
+        correct[verdict.task_id] = correct.get(verdict.task_id, 0) + verdict.correct
+        samples[verdict.task_id] = samples.get(verdict.task_id, 0) + 1
+    if not samples:
+        raise ValueError(f"{dataset}: no graded samples")
+    uneven = {task: count for task, count in samples.items() if count != n}
     if uneven:
         raise ValueError(f"{dataset}: expected {n} samples per problem, got {uneven}")
-    if not samples_by_problem:
-        raise ValueError(f"{dataset}: no graded samples")
-    problems = len(samples_by_problem)
+    problems = len(samples)
     return BenchmarkScore(
         dataset=dataset,
         problems=problems,
         samples_per_problem=n,
-        mean_at_n=sum(correct_by_problem.values()) / (problems * n),
-        pass_at={k: sum(pass_at_k(n, c, k) for c in correct_by_problem.values()) / problems for k in ks},
+        mean_at_n=sum(correct.values()) / (problems * n),
+        pass_at={k: sum(pass_at_k(n, c, k) for c in correct.values()) / problems for k in ks},
         timed_out=sum(v.timed_out for v in verdicts),
     )
 
@@ -102,98 +159,150 @@ def evaluate_benchmark(
     n: int,
     seed: int = 0,
     batch_size: int = 8,
-    ks: Sequence[int] | None = None,
-    out_dir: str | Path | None = None,
+    log: JsonLinesLog | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[BenchmarkScore, list[SampleVerdict]]:
     """Solve, grade and score one benchmark's ``problems`` (all from the same dataset).
 
-    Problems go to the solver ``batch_size`` at a time; each batch's sampling seed is derived from
-    ``seed`` and the batch's first problem, so a resumed run draws the same samples for the same
-    batches. With ``out_dir``, verdicts are appended to ``out_dir/samples.jsonl`` after each batch and
-    problems already there are skipped. ``on_batch`` receives the number of problems just graded.
+    Problems go to the solver ``batch_size`` at a time; a batch's sampling seed is derived from
+    ``seed`` and its first problem, so a resumed run redraws the same samples for the same batch.
+    With ``log``, verdicts are appended after each batch and problems already in it are skipped.
+    ``on_batch`` receives the number of problems just graded.
     """
-    if n < 1:
-        raise ValueError(f"n (samples per problem) must be >= 1, got {n}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     datasets = {p.dataset for p in problems}
     if len(datasets) != 1:
         raise ValueError(f"evaluate_benchmark scores one dataset at a time, got {sorted(datasets)}")
     dataset = datasets.pop()
-    log = JsonLinesLog(Path(out_dir) / SAMPLES_FILE) if out_dir is not None else None
-    verdicts = [SampleVerdict(**r) for r in log.read() if r["dataset"] == dataset] if log is not None else []
+    wanted = {p.task_id for p in problems}
+    previous = [SampleVerdict(**record) for record in log.read()] if log is not None else []
+    verdicts = [v for v in previous if v.dataset == dataset and v.task_id in wanted]
     done = {v.task_id for v in verdicts}
     todo = [p for p in problems if p.task_id not in done]
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         responses = solver.solve([p.question for p in batch], n, derived_seed(seed, batch[0].task_id))
-        if len(responses) != len(batch) or any(len(r) != n for r in responses):
+        if len(responses) != len(batch) or any(len(group) != n for group in responses):
             raise RuntimeError(f"the solver must return {n} responses for each of {len(batch)} questions")
-        samples = [(problem, index, response) for problem, group in zip(batch, responses) for index, response in enumerate(group)]
-        grades = grader.grade_many([(response, problem.answer) for problem, _, response in samples])
+        samples = [(p, i, text) for p, group in zip(batch, responses) for i, text in enumerate(group)]
+        grades = grader.grade_many([(text, problem.answer) for problem, _, text in samples])
         new = [
             SampleVerdict(
                 dataset=dataset,
                 task_id=problem.task_id,
                 sample=index,
-                response=response,
+                response=text,
                 gold=problem.answer,
                 extracted=grade.extracted,
                 correct=bool(grade.correct),
                 timed_out=bool(grade.timed_out),
                 error=grade.error,
             )
-            for (problem, index, response), grade in zip(samples, grades)
+            for (problem, index, text), grade in zip(samples, grades)
         ]
         if log is not None:
             log.append(asdict(v) for v in new)
         verdicts.extend(new)
         if on_batch is not None:
             on_batch(len(batch))
-    wanted = {p.task_id for p in problems}
-    verdicts = [v for v in verdicts if v.task_id in wanted]
-    return score_benchmark(dataset, verdicts, n, ks or default_ks(n)), verdicts
+    return score_benchmark(dataset, verdicts, n, default_ks(n)), verdicts
 
 
-def benchmark_average(scores: Sequence[BenchmarkScore], names: Sequence[str]) -> float | None:
-    """Mean of mean@n over the benchmarks ``names``; None unless every one of them was scored."""
-    by_name = {s.dataset: s for s in scores}
-    if not all(name in by_name for name in names):
-        return None
-    return sum(by_name[name].mean_at_n for name in names) / len(names)
+@dataclass(frozen=True)
+class MathEvalResult:
+    """Scores of every benchmark evaluated, in the order asked, and the five-benchmark average."""
+
+    settings: MathEvalSettings
+    scores: tuple[BenchmarkScore, ...]
+
+    @property
+    def average(self) -> float | None:
+        """Mean of mean@n over :data:`BENCHMARK_AVERAGE`; None unless all five were evaluated in full."""
+        by_name = {s.dataset: s for s in self.scores}
+        if self.settings.limit is not None or not all(name in by_name for name in BENCHMARK_AVERAGE):
+            return None
+        return sum(by_name[name].mean_at_n for name in BENCHMARK_AVERAGE) / len(BENCHMARK_AVERAGE)
+
+    def summary(self, prefix: str = "val") -> dict[str, float]:
+        """Flat scalars for training logs: ``val/<dataset>/mean@n``, ``val/<dataset>/pass@k``, ``val/math_average``."""
+        metrics: dict[str, float] = {}
+        for score in self.scores:
+            metrics[f"{prefix}/{score.dataset}/mean@{score.samples_per_problem}"] = score.mean_at_n
+            for k, value in score.pass_at.items():
+                metrics[f"{prefix}/{score.dataset}/pass@{k}"] = value
+        if self.average is not None:
+            metrics[f"{prefix}/math_average"] = self.average
+        return metrics
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_json(),
+            "benchmarks": {
+                s.dataset: {**asdict(s), "pass_at": {str(k): v for k, v in s.pass_at.items()}} for s in self.scores
+            },
+            "five_benchmark_average": self.average,
+        }
+
+    def to_markdown(self) -> str:
+        """One row per benchmark: problems, mean@n and the pass@k columns in percent, grader timeouts."""
+        n = self.settings.n
+        ks = sorted({k for s in self.scores for k in s.pass_at})
+        header = f"| Benchmark | problems | mean@{n} | " + " | ".join(f"pass@{k}" for k in ks) + " | grader timeouts |"
+        rule = "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |"
+        rows = [
+            f"| {s.dataset} | {s.problems} | {100 * s.mean_at_n:.1f} | "
+            + " | ".join(f"{100 * s.pass_at[k]:.1f}" for k in ks)
+            + f" | {s.timed_out} |"
+            for s in self.scores
+        ]
+        described = ", ".join(
+            f"{key} {value}" for key, value in self.settings.to_json().items() if key != "datasets" and value is not None
+        )
+        average = self.average
+        closing = (
+            f"Five-benchmark average ({', '.join(BENCHMARK_AVERAGE)}), mean@{n}: **{100 * average:.1f}%**."
+            if average is not None
+            else f"The five-benchmark average needs all of {', '.join(BENCHMARK_AVERAGE)}, in full."
+        )
+        lines = ["# Math evaluation", "", f"{described}.", "", "Accuracy (%):", "", header, rule, *rows, "", closing]
+        return "\n".join(lines) + "\n"
 
 
-def math_report_json(settings: dict[str, Any], scores: Sequence[BenchmarkScore], average: float | None) -> str:
-    """``eval.json`` of a math evaluation: settings, every benchmark's score and the average."""
-    payload = {
-        "settings": settings,
-        "benchmarks": {
-            s.dataset: {**asdict(s), "pass_at": {str(k): v for k, v in s.pass_at.items()}} for s in scores
-        },
-        "five_benchmark_average": average,
-    }
-    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+def evaluate_math(
+    solver: MathSolver,
+    settings: MathEvalSettings,
+    grader: MathGrader,
+    *,
+    data_dir: str | Path | None = None,
+    batch_size: int = 8,
+    out_dir: str | Path | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> MathEvalResult:
+    """Evaluate ``solver`` on every dataset of ``settings`` (first ``limit`` problems of each).
+
+    With ``out_dir``, every sample goes to ``out_dir/samples.jsonl`` as its batch is graded and a
+    rerun on the same folder resumes; resuming with other settings is refused.
+    """
+    log = None
+    if out_dir is not None:
+        check_same_settings(Path(out_dir) / SETTINGS_FILE, settings.to_json())
+        log = JsonLinesLog(Path(out_dir) / SAMPLES_FILE)
+    scores = []
+    for dataset in settings.datasets:
+        problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
+        score, _ = evaluate_benchmark(
+            solver, problems, grader, n=settings.n, seed=settings.seed, batch_size=batch_size, log=log, on_batch=on_batch
+        )
+        scores.append(score)
+    return MathEvalResult(settings=settings, scores=tuple(scores))
 
 
-def math_report_markdown(
-    settings: dict[str, Any], scores: Sequence[BenchmarkScore], average: float | None, average_names: Sequence[str]
-) -> str:
-    """``eval.md``: one row per benchmark with mean@n and the pass@k columns, in percent."""
-    ks = sorted({k for s in scores for k in s.pass_at})
-    n = settings["n"]
-    header = f"| Benchmark | problems | mean@{n} | " + " | ".join(f"pass@{k}" for k in ks) + " | grader timeouts |"
-    rule = "| --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | ---: |"
-    rows = [
-        f"| {s.dataset} | {s.problems} | {100 * s.mean_at_n:.1f} | "
-        + " | ".join(f"{100 * s.pass_at[k]:.1f}" if k in s.pass_at else "–" for k in ks)
-        + f" | {s.timed_out} |"
-        for s in scores
-    ]
-    described = ", ".join(f"{key} {value}" for key, value in settings.items() if key not in {"datasets"})
-    lines = ["# Math evaluation", "", f"{described}.", "", "Accuracy (%):", "", header, rule, *rows, ""]
-    if average is not None:
-        lines.append(f"Five-benchmark average ({', '.join(average_names)}), mean@{n}: **{100 * average:.1f}%**.")
-    else:
-        lines.append(f"The five-benchmark average needs all of {', '.join(average_names)}.")
-    return "\n".join(lines) + "\n"
+def write_math_report(result: MathEvalResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``eval.json`` and ``eval.md`` into ``out_dir``; return their paths."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE}
+    paths["json"].write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(result.to_markdown(), encoding="utf-8")
+    return paths

@@ -7,13 +7,12 @@ again on the same folder with the same settings, plays only the (seed, game) pai
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from agentpo.evaluation.policies import Agent
-from agentpo.evaluation.log import JsonLinesLog
+from agentpo.evaluation.log import JsonLinesLog, check_same_settings
 from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
 from agentpo.evaluation.task_types import game_key, stratified_order
@@ -115,7 +114,7 @@ def evaluate_policy(
     log: JsonLinesLog | None = None
     done: dict[tuple[int, str], GameResult] = {}
     if out_dir is not None:
-        _check_resumable(Path(out_dir), settings)
+        check_same_settings(Path(out_dir) / SETTINGS_FILE, settings.to_json())
         log = JsonLinesLog(Path(out_dir) / GAMES_FILE)
         done = {result.run_key: result for result in map(GameResult.from_json, log.read())}
         stray = set(done) - {run.run_key for run in runs}
@@ -137,18 +136,3 @@ def evaluate_policy(
     return EvalResult(
         settings=settings, games=tuple(game_key(p) for p in games), results=tuple(sort_results(done.values()))
     )
-
-
-def _check_resumable(out_dir: Path, settings: EvalSettings) -> None:
-    """Record the settings in a fresh folder, or refuse to mix results of different settings."""
-    path = out_dir / SETTINGS_FILE
-    wanted = settings.to_json()
-    if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        differing = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
-        if differing:
-            details = ", ".join(f"{key}: {stored.get(key)!r} there, {wanted.get(key)!r} now" for key in differing)
-            raise ValueError(f"{out_dir} holds an evaluation with other settings ({details}); use another --out")
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
