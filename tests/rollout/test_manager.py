@@ -1,0 +1,183 @@
+"""The rollout manager on the Corridor toy env with a tiny model: groups, token streams, penalties, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from transformers import PreTrainedTokenizerBase
+
+from agentpo.envs import TextEnv, register_text_env
+from agentpo.envs.corridor import CorridorEnv, parse_direction
+from agentpo.envs.pool import EnvPool
+from agentpo.rollout.batch import collate
+from agentpo.rollout.engines.base import Generation, SamplingParams
+from agentpo.rollout.engines.hf import TransformersEngine
+from agentpo.rollout.episode import Episode
+from agentpo.rollout.manager import RolloutManager, RolloutSettings
+
+CORRIDOR = "agentpo/Corridor-v0"
+
+
+class RecordingEngine:
+    """Passes calls through and keeps every (prompt, generation) pair the engine produced."""
+
+    def __init__(self, inner: TransformersEngine):
+        self.inner = inner
+        self.samples: list[tuple[list[int], Generation]] = []
+        self.samplings: list[SamplingParams] = []
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+        generations = self.inner.generate(prompts, sampling)
+        self.samples += [(list(p), g) for p, g in zip(prompts, generations)]
+        self.samplings.append(sampling)
+        return generations
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        self.inner.load_weights(state_dict)
+
+
+def collect(
+    engine: Any, tokenizer: PreTrainedTokenizerBase, seeds: list[int], *, env_id: str = CORRIDOR, num_envs: int = 8, seed: int | None = 0, **settings: Any
+) -> list[Episode]:
+    defaults: dict[str, Any] = {"group_size": 3, "max_turns": 6, "history": 2, "sampling": SamplingParams(max_new_tokens=4)}
+    with EnvPool(env_id, num_envs) as pool:
+        manager = RolloutManager(engine, tokenizer, pool, RolloutSettings(**{**defaults, **settings}))
+        return manager.collect(seeds, seed=seed)
+
+
+def test_groups_share_their_task_and_slots_are_refilled(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+    seeds = [3, 5, 11]
+    episodes = collect(engine, tokenizer, seeds, group_size=4, num_envs=5)  # 12 episodes through 5 slots
+    assert len(episodes) == 12
+    for index, episode in enumerate(episodes):
+        group = index // 4
+        assert (episode.episode_id, episode.group_id, episode.task_seed) == (index, group, seeds[group])
+        assert episode.task_id == CorridorEnv().reset(seed=seeds[group])[1]["task_id"]
+        assert episode.task_type == "corridor" and episode.env_error is None
+        assert 1 <= len(episode.turns) <= 6
+        last = episode.turns[-1]
+        assert last.terminated == episode.won and (last.terminated or last.truncated)
+        assert not any(t.terminated or t.truncated for t in episode.turns[:-1])
+        assert episode.reward == pytest.approx(sum(t.reward for t in episode.turns))
+
+
+@pytest.mark.parametrize("history", [2, 0, -1])
+def test_token_streams_rebuild_from_the_engine_calls(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, history: int
+) -> None:
+    recorder = RecordingEngine(engine)
+    episodes = collect(recorder, tokenizer, [0, 1, 2], history=history)
+    batch = collate(episodes, pad_token_id=tokenizer.pad_token_id)
+
+    # Every sampled token appears in the batch exactly once, and nothing else is marked.
+    assert int(batch.action_mask.sum()) == sum(len(g.token_ids) for _, g in recorder.samples)
+    assert batch.input_ids.shape[0] == (len(episodes) if history == -1 else sum(len(e.turns) for e in episodes))
+
+    for n in range(batch.input_ids.shape[0]):
+        length = int(batch.attention_mask[n].sum())
+        row = batch.input_ids[n, :length].tolist()
+        expected_mask = torch.zeros(length)
+        expected_logprobs = torch.zeros(length)
+        covers_row = False
+        for prompt, generation in recorder.samples:
+            end = len(prompt) + len(generation.token_ids)
+            if row[:end] == prompt + generation.token_ids:  # this engine call produced a prefix of the row
+                expected_mask[len(prompt) : end] = 1
+                expected_logprobs[len(prompt) : end] = torch.tensor(generation.logprobs)
+                covers_row = covers_row or end == length
+        assert covers_row, "a row is not exactly an engine prompt plus its sampled tokens"
+        assert torch.equal(batch.action_mask[n, :length], expected_mask)
+        torch.testing.assert_close(batch.old_logprobs[n, :length], expected_logprobs, atol=0, rtol=0)
+        assert not batch.action_mask[n, length:].any()
+
+    if history == -1:  # each continuation shows the observation the env returned
+        for episode in episodes:
+            for before, after in zip(episode.turns, episode.turns[1:]):
+                assert before.observation in tokenizer.decode(after.prompt_ids, skip_special_tokens=True)
+
+
+def test_unparseable_output_is_an_invalid_step_with_the_penalty(
+    tmp_path: Path, engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    template = tmp_path / "tagged.yaml"
+    template.write_text(yaml.safe_dump({"first": "{observation}", "next": "{observation}", "parser": "action_tag"}))
+    # The tiny vocabulary cannot spell "<action>", so every response is unparseable.
+    episodes = collect(engine, tokenizer, [0, 1], prompt=str(template), invalid_action_penalty=0.25)
+    for episode in episodes:
+        for turn in episode.turns:
+            assert turn.action is None
+            # The raw text still went to the env: it moved or flagged exactly as the text says.
+            assert turn.info["invalid_action"] == (parse_direction(turn.response_text) is None)
+            won_now = turn.terminated and turn.info["won"]
+            assert turn.reward == pytest.approx(float(won_now) - 0.25)
+        assert episode.reward == pytest.approx(float(episode.won) - 0.25 * len(episode.turns))
+        assert episode.metrics()["parse_failure_ratio"] == 1.0
+
+
+def test_max_turns_truncates(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+    episodes = collect(engine, tokenizer, [0, 1, 2], max_turns=2)
+    for episode in episodes:
+        assert len(episode.turns) <= 2
+        if not episode.won:
+            assert len(episode.turns) == 2 and episode.turns[-1].truncated
+            assert episode.metrics()["truncated"] == 1.0
+
+
+class FlakyEnv(TextEnv):
+    """Crashes on its second step when reset with an odd seed; otherwise ends after three steps."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        super().reset(seed=seed)
+        self._odd, self._steps = bool(seed and seed % 2), 0
+        return "room 1 of 3 .", self.make_info(won=False, task_id=f"flaky-{seed}", task_type="flaky")
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        self._steps += 1
+        if self._odd and self._steps == 2:
+            raise RuntimeError("the env broke")
+        done = self._steps == 3
+        return "room 2 of 3 .", float(done), done, False, self.make_info(won=done, task_id="flaky", task_type="flaky")
+
+
+def test_env_errors_end_only_their_episodes(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+    env_id = register_text_env("agentpo-test/Flaky-v0", FlakyEnv)
+    episodes = collect(engine, tokenizer, [1, 2], env_id=env_id, group_size=2)
+    for episode in episodes[:2]:
+        assert "the env broke" in (episode.env_error or "")
+        assert len(episode.turns) == 2 and episode.turns[-1].truncated and not episode.won
+    for episode in episodes[2:]:
+        assert episode.env_error is None and episode.won and len(episode.turns) == 3
+
+
+def test_seeded_collections_repeat_and_turns_get_distinct_seeds(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+    recorder = RecordingEngine(engine)
+    first = collect(recorder, tokenizer, [0, 1], seed=4)
+    again = collect(engine, tokenizer, [0, 1], seed=4)
+    assert [[t.response_ids for t in e.turns] for e in first] == [[t.response_ids for t in e.turns] for e in again]
+    seeds = [s.seed for s in recorder.samplings]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_template_stop_strings_join_the_sampling_settings(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+    settings = RolloutSettings(prompt="alfworld", sampling=SamplingParams(stop=("\n\n",)))
+    with EnvPool(CORRIDOR, 1) as pool:
+        assert RolloutManager(engine, tokenizer, pool, settings).sampling.stop == ("\n\n", "</action>")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sampling": SamplingParams(seed=1)}, "pass seed= to RolloutManager.collect"),
+        ({"history": -2}, "history"),
+        ({"group_size": 0}, "group_size"),
+        ({"invalid_action_penalty": -0.1}, "invalid_action_penalty"),
+    ],
+)
+def test_settings_are_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RolloutSettings(**kwargs)
