@@ -207,15 +207,22 @@ def pessimistic_clip(log_ratio: Tensor, advantages: Tensor, log_low: float, log_
 
 
 @dataclass(frozen=True)
-class _Batch:
-    """The masked-in tokens of a :class:`PolicyLossInput`, flattened to ``[M]``."""
+class TokenBatch:
+    """The masked-in tokens of a :class:`PolicyLossInput`, flattened to ``[M]``: the building block of a loss.
+
+    Attributes:
+        segments: the unit of each token, with per-unit reductions.
+        log_ratio: ``[M]`` Δ_t = log π_θ − log π_old, differentiable in ``logprobs``.
+        advantages: ``[M]`` the token's advantage, detached.
+    """
 
     segments: Segments
-    log_ratio: Tensor  # [M] Δ_t, differentiable in logprobs
-    advantages: Tensor  # [M]
+    log_ratio: Tensor
+    advantages: Tensor
 
     @classmethod
-    def of(cls, inp: PolicyLossInput) -> _Batch:
+    def of(cls, inp: PolicyLossInput) -> TokenBatch:
+        """Gather the masked-in tokens of ``inp`` (checks the mask and the unit ids)."""
         segments = Segments.from_mask(inp.mask, inp.segment_ids, inp.num_segments, inp.logprobs.dtype)
         # Select before subtracting so that garbage (even NaN or -inf) at masked positions never enters.
         log_ratio = segments.select(inp.logprobs) - segments.select(inp.old_logprobs).detach()
@@ -235,7 +242,7 @@ def _log_bounds(settings: PolicyLossSettings) -> tuple[float, float]:
     return (math.log(settings.clip_low) if settings.clip_low > 0 else -math.inf), math.log(settings.clip_high)
 
 
-def _metrics(batch: _Batch, log_ratio: Tensor, low_hit: Tensor, high_hit: Tensor, p: float) -> dict[str, Tensor]:
+def loss_metrics(batch: TokenBatch, log_ratio: Tensor, low_hit: Tensor, high_hit: Tensor, p: float) -> dict[str, Tensor]:
     """The fixed metric set (:data:`METRIC_KEYS`).
 
     ``log_ratio`` holds the log-ratios the loss clips (before clipping: tokens or units) and
@@ -279,7 +286,7 @@ def policy_loss(name: str) -> PolicyLossFn:
 
 def _sequence_clip(inp: PolicyLossInput, settings: PolicyLossSettings, p: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip the unit's Hölder mean ρ_p pessimistically; objective A·clip(ρ_p) per unit."""
-    batch = _Batch.of(inp)
+    batch = TokenBatch.of(inp)
     segments = batch.segments
     unit_adv = batch.unit_advantages()
     log_rho = holder_log_mean(batch.log_ratio, segments, p)
@@ -287,19 +294,19 @@ def _sequence_clip(inp: PolicyLossInput, settings: PolicyLossSettings, p: float)
     unit_objective = unit_adv * torch.exp(clipped)
     loss = -AGGREGATIONS.get(settings.agg_mode)(unit_objective * segments.count, segments.count, settings)
     nonempty = segments.count > 0
-    metrics = _metrics(batch, log_rho[nonempty], low_hit[nonempty], high_hit[nonempty], p)
+    metrics = loss_metrics(batch, log_rho[nonempty], low_hit[nonempty], high_hit[nonempty], p)
     return loss, metrics
 
 
 def _token_clip_holder(inp: PolicyLossInput, settings: PolicyLossSettings, p: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip each token ratio pessimistically, then take the unit's Hölder mean; objective A·ρ_p per unit."""
-    batch = _Batch.of(inp)
+    batch = TokenBatch.of(inp)
     segments = batch.segments
     unit_adv = batch.unit_advantages()
     clipped, low_hit, high_hit = pessimistic_clip(batch.log_ratio, batch.advantages, *_log_bounds(settings))
     unit_objective = unit_adv * torch.exp(holder_log_mean(clipped, segments, p))
     loss = -AGGREGATIONS.get(settings.agg_mode)(unit_objective * segments.count, segments.count, settings)
-    return loss, _metrics(batch, batch.log_ratio, low_hit, high_hit, p)
+    return loss, loss_metrics(batch, batch.log_ratio, low_hit, high_hit, p)
 
 
 @POLICY_LOSSES.register("holder")
@@ -345,11 +352,11 @@ def grpo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tenso
     ``max_tokens_normalizer`` is Dr.GRPO's loss (use it with the ``dr_grpo`` advantage estimator).
     Per-token advantages are allowed.
     """
-    batch = _Batch.of(inp)
+    batch = TokenBatch.of(inp)
     clipped, low_hit, high_hit = pessimistic_clip(batch.log_ratio, batch.advantages, *_log_bounds(settings))
     unit_sums = batch.segments.sum(batch.advantages * torch.exp(clipped))
     loss = -AGGREGATIONS.get(settings.agg_mode)(unit_sums, batch.segments.count, settings)
-    return loss, _metrics(batch, batch.log_ratio, low_hit, high_hit, 1.0)
+    return loss, loss_metrics(batch, batch.log_ratio, low_hit, high_hit, 1.0)
 
 
 @POLICY_LOSSES.register("dapo")
@@ -370,10 +377,10 @@ def cispo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tens
     The token objective is written sg(clip(r_t))·A·(1 + Δ_t − sg(Δ_t)): its gradient is the paper's
     and its value is the clipped weighted advantage, on the scale of the other losses.
     """
-    batch = _Batch.of(inp)
+    batch = TokenBatch.of(inp)
     log_low, log_high = _log_bounds(settings)
     delta = batch.log_ratio
     weight = torch.exp(delta.detach().clamp(log_low, log_high))
     unit_sums = batch.segments.sum(weight * batch.advantages * (1 + delta - delta.detach()))
     loss = -AGGREGATIONS.get(settings.agg_mode)(unit_sums, batch.segments.count, settings)
-    return loss, _metrics(batch, delta, delta.detach() < log_low, delta.detach() > log_high, 1.0)
+    return loss, loss_metrics(batch, delta, delta.detach() < log_low, delta.detach() > log_high, 1.0)

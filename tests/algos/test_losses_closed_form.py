@@ -12,7 +12,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agentpo.algos import METRIC_KEYS, POLICY_LOSSES, PolicyLossInput, PolicyLossSettings, clip_bounds, policy_loss
+from agentpo.algos import (
+    AGGREGATIONS,
+    METRIC_KEYS,
+    POLICY_LOSSES,
+    PolicyLossInput,
+    PolicyLossSettings,
+    clip_bounds,
+    policy_loss,
+)
+from agentpo.algos.losses import TokenBatch, loss_metrics
 
 from .batches import Batch, random_batch
 from .reference import reference_loss
@@ -221,3 +230,20 @@ def test_input_rejects_bad_shapes_and_ids():
         policy_loss("grpo")(replace(batch, segment_ids=torch.tensor([[0, 1]])).loss_input(), PolicyLossSettings())
     with pytest.raises(ValueError, match="only 0 and 1"):
         policy_loss("grpo")(replace(batch, mask=batch.mask * 0.5).loss_input(), PolicyLossSettings())
+
+
+def test_a_user_loss_is_one_decorated_function():
+    """The extension example of docs/algorithms.md: GRPO without clipping, from the public building blocks."""
+
+    @POLICY_LOSSES.register("test_grpo_no_clip")
+    def grpo_no_clip(inp: PolicyLossInput, settings: PolicyLossSettings):
+        batch = TokenBatch.of(inp)
+        unit_sums = batch.segments.sum(batch.advantages * batch.log_ratio.exp())
+        loss = -AGGREGATIONS.get(settings.agg_mode)(unit_sums, batch.segments.count, settings)
+        never = torch.zeros_like(batch.log_ratio, dtype=torch.bool)
+        return loss, loss_metrics(batch, batch.log_ratio, never, never, 1.0)
+
+    batch = clipping_batch()
+    unclipped = PolicyLossSettings(clip_low=0.0, clip_high=math.inf)
+    torch.testing.assert_close(loss_and_grad("test_grpo_no_clip", batch, unclipped), loss_and_grad("grpo", batch, unclipped), **TIGHT)
+    assert tuple(policy_loss("test_grpo_no_clip")(batch.fresh().loss_input(), unclipped)[1]) == METRIC_KEYS
