@@ -1,0 +1,115 @@
+"""Reference policies on real ALFWorld games through the env pool, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import gymnasium as gym
+import pytest
+
+import agentpo.envs  # noqa: F401  (registers the ids)
+from agentpo.envs.pool import EnvPool
+from agentpo.evaluation.policies import ExpertPolicy, PoolAgent, RandomPolicy
+from agentpo.evaluation.report import write_report
+from agentpo.evaluation.results import GameResult, GameRun
+from agentpo.evaluation.runner import GAMES_FILE, EvalSettings, evaluate_policy
+from agentpo.evaluation.task_types import SHORT_TASK_TYPES
+
+pytestmark = pytest.mark.alfworld
+
+ENV_ID = "agentpo/ALFWorld-v0"
+SPLIT = "valid_unseen"
+
+
+@pytest.fixture(scope="module")
+def env_kwargs(alfworld_data_dir: Path) -> dict[str, object]:
+    return {"split": SPLIT, "data_dir": str(alfworld_data_dir), "max_steps": 50}
+
+
+@pytest.fixture(scope="module")
+def game_paths(env_kwargs: dict[str, object]) -> list[str]:
+    env = gym.make(ENV_ID, **env_kwargs)
+    try:
+        return list(env.unwrapped.game_paths)
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="module")
+def pool(env_kwargs: dict[str, object]) -> Iterator[EnvPool]:
+    with EnvPool(ENV_ID, 2, env_kwargs=env_kwargs, num_workers=2) as shared:
+        yield shared
+
+
+def _settings(policy: str, limit: int, seeds: tuple[int, ...] = (0,)) -> EvalSettings:
+    return EvalSettings(env_id=ENV_ID, split=SPLIT, policy=policy, seeds=seeds, max_steps=50, limit=limit)
+
+
+def test_expert_wins_every_game_of_every_task_type(pool: EnvPool, game_paths: list[str]) -> None:
+    result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 24))
+    assert len(result.results) == 24
+    assert all(r.won and r.env_error is None for r in result.results)
+    for task_type in SHORT_TASK_TYPES:
+        cell = result.cells[task_type]
+        assert cell is not None and cell.games == 4 and cell.rate.mean == 1.0
+    overall = result.cells["all"]
+    assert overall is not None and overall.invalid_action_ratio == 0.0
+    assert 3 <= overall.mean_steps <= 12  # walkthroughs are 3-10 steps
+
+
+def test_random_policy_is_far_below_the_expert(pool: EnvPool, game_paths: list[str]) -> None:
+    result = evaluate_policy(PoolAgent(pool, RandomPolicy()), game_paths, _settings("random", 6))
+    overall = result.cells["all"]
+    assert overall is not None and overall.trials == 6
+    assert overall.rate.mean <= 0.5
+    assert all(r.won or r.steps == 50 for r in result.results)  # a lost game runs to the step limit
+
+
+class _Interrupting:
+    """Passes games to an agent and stops the evaluation (as Ctrl-C would) after ``stop_after`` results."""
+
+    def __init__(self, agent: PoolAgent, stop_after: int | None = None):
+        self.agent = agent
+        self.stop_after = stop_after
+        self.asked: list[tuple[int, str]] = []
+
+    def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]:
+        self.asked.extend(run.run_key for run in runs)
+        for count, result in enumerate(self.agent.play(runs), start=1):
+            yield result
+            if count == self.stop_after:
+                raise KeyboardInterrupt
+
+
+def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
+    pool: EnvPool, game_paths: list[str], tmp_path: Path
+) -> None:
+    settings = _settings("random", 3, seeds=(0, 1))
+    resumed_dir, straight_dir = tmp_path / "resumed", tmp_path / "straight"
+
+    first = _Interrupting(PoolAgent(pool, RandomPolicy()), stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_policy(first, game_paths, settings, out_dir=resumed_dir)
+    finished = [json.loads(line) for line in (resumed_dir / GAMES_FILE).read_text().splitlines()]
+    assert len(finished) == 2
+
+    second = _Interrupting(PoolAgent(pool, RandomPolicy()))
+    resumed = evaluate_policy(second, game_paths, settings, out_dir=resumed_dir)
+    done_first = {(r["seed"], r["game"]) for r in finished}
+    assert len(second.asked) == 4 and not done_first & set(second.asked)
+    assert {r.run_key for r in resumed.results} == done_first | set(second.asked)
+
+    straight = evaluate_policy(PoolAgent(pool, RandomPolicy()), game_paths, settings, out_dir=straight_dir)
+    write_report(resumed, resumed_dir)
+    write_report(straight, straight_dir)
+    for name in ("eval.json", "eval.md", GAMES_FILE):
+        resumed_text, straight_text = (resumed_dir / name).read_text(), (straight_dir / name).read_text()
+        if name == GAMES_FILE:  # same records, in finishing order
+            resumed_text, straight_text = sorted(resumed_text.splitlines()), sorted(straight_text.splitlines())
+        assert resumed_text == straight_text, name
+
+    with pytest.raises(ValueError, match="policy: 'random' there, 'expert' now"):
+        evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 3, seeds=(0, 1)),
+                        out_dir=resumed_dir)
