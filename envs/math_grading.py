@@ -9,9 +9,10 @@ Grading a response takes two steps:
 
 Why worker processes: math-verify parses with sympy, which can run for minutes or exhaust memory on
 adversarial answers (``\\boxed{9^{9^{9^{9}}}}``), and its own timeouts use ``signal.alarm``, which only
-works in a main thread. A worker interrupts a check with its own interval timer after ``time_limit``
-seconds; a worker that does not answer ``kill_grace`` seconds later is killed and replaced. Either way
-the check scores 0 with ``timed_out=True`` and the caller carries on.
+works in a main thread. A worker interrupts a check once it has used ``time_limit`` seconds of CPU
+time (CPU, not wall-clock time, so that verdicts do not depend on how busy the machine is); a worker
+that has not answered ``time_limit + kill_grace`` wall-clock seconds after receiving the check is
+killed and replaced. Either way the check scores 0 with ``timed_out=True`` and the caller carries on.
 
 The workers are plain ``python -m agentpo.envs.math_grading`` subprocesses speaking JSON lines over
 their stdin/stdout, not ``multiprocessing`` children. So they start from daemonic processes (env pool
@@ -38,8 +39,7 @@ from typing import IO, Any, Iterable
 
 # A box command not followed by another letter (``\boxed``, ``\fbox``, but not ``\boxedfoo``).
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# The text after the last ``####`` (GSM8K style) or, failing that, the last number.
-_HASHES_TAIL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+# A number as the fallback extraction takes it (GSM8K answers may have thousands commas).
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # A ``$`` that opens or closes math mode, i.e. not the escaped dollar sign ``\$``.
 _MATH_DELIMITER = re.compile(r"(?<!\\)\$")
@@ -52,44 +52,46 @@ def extract_boxed(text: str) -> str | None:
     ``\\{`` ``\\}`` do not count. A box whose closing brace is missing (a response cut off by the token
     limit) is skipped in favour of an earlier complete one. ``\\boxed 42`` (no braces) yields the run of
     characters up to the next whitespace or ``$``. Returns ``None`` when there is no box at all; the
-    content is returned unstripped, so ``\\boxed{}`` gives ``""``.
+    content is returned unstripped, so ``\\boxed{}`` gives ``""``. Runs in time linear in ``len(text)``,
+    however many boxes a response opens.
     """
-    for match in reversed(list(_BOX_COMMAND.finditer(text))):
-        content = _box_argument(text, match.end())
-        if content is not None:
-            return content
+    commands = list(_BOX_COMMAND.finditer(text))
+    if not commands:
+        return None
+    closing = _matching_braces(text)
+    for command in reversed(commands):
+        position = command.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position == len(text) or text[position] == "$":
+            continue
+        if text[position] == "{":
+            if position in closing:
+                return text[position + 1 : closing[position]]
+        elif position > command.end():  # ``\boxed 42``: the argument runs to whitespace or ``$``
+            end = position
+            while end < len(text) and not text[end].isspace() and text[end] != "$":
+                end += 1
+            return text[position:end]
     return None
 
 
-def _box_argument(text: str, start: int) -> str | None:
-    """The argument of a box command whose name ends at ``start``, or None when it is incomplete."""
-    position = start
-    while position < len(text) and text[position].isspace():
-        position += 1
-    if position == len(text):
-        return None
-    if text[position] != "{":
-        if position == start:  # ``\boxedx``-like text is excluded by the regex; this is ``\boxed$``.
-            return None
-        end = position
-        while end < len(text) and not text[end].isspace() and text[end] != "$":
-            end += 1
-        return text[position:end] or None
-    depth = 0
-    index = position
+def _matching_braces(text: str) -> dict[int, int]:
+    """Map the index of every matched ``{`` to the index of its ``}``; escaped braces are skipped."""
+    closing: dict[int, int] = {}
+    open_braces: list[int] = []
+    index = 0
     while index < len(text):
         char = text[index]
         if char == "\\":
-            index += 2  # an escaped character, ``\{`` and ``\}`` included, never changes the depth
+            index += 2  # an escaped character, ``\{`` and ``\}`` included, is not a group delimiter
             continue
         if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[position + 1 : index]
+            open_braces.append(index)
+        elif char == "}" and open_braces:
+            closing[open_braces.pop()] = index
         index += 1
-    return None
+    return closing
 
 
 def extract_answer(text: str, *, fallback: bool = False) -> str | None:
@@ -103,9 +105,9 @@ def extract_answer(text: str, *, fallback: bool = False) -> str | None:
     boxed = extract_boxed(text)
     if boxed is not None or not fallback:
         return boxed
-    tail = _HASHES_TAIL.search(text[text.rfind("####") :]) if "####" in text else None
-    if tail is not None:
-        return tail.group(1)
+    _, hashes, tail = text.rpartition("####")
+    if hashes and tail.strip():
+        return tail.strip()
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
 
@@ -146,8 +148,10 @@ class MathGrader:
 
     Args:
         n_workers: worker processes; default ``min(4, cpu count)``.
-        time_limit: seconds one check may take before it is interrupted and scored 0.
-        kill_grace: extra seconds after which a worker that ignored the interrupt is killed.
+        time_limit: CPU seconds one check may use before it is interrupted and scored 0.
+        kill_grace: a worker still busy ``time_limit + kill_grace`` wall-clock seconds after it got
+            the check (it ignored the interrupt, or the machine is badly overloaded) is killed; this
+            bounds how long a call can wait on one check.
         memory_limit_mb: address-space cap per worker (``None``: no cap), so a runaway check
             fails with MemoryError instead of swapping the machine.
         fallback: see :func:`extract_answer`; ``False`` means an answer must be boxed.
@@ -266,7 +270,7 @@ class MathGrader:
                 if not worker.ready:
                     worker.kill()
                     raise RuntimeError(f"math grader worker did not start within {self.startup_timeout} s")
-                verdicts[worker.job] = (False, True, f"killed after {self.time_limit + self.kill_grace:g} s")
+                verdicts[worker.job] = (False, True, f"no answer after {self.time_limit + self.kill_grace:g} s: killed")
                 self._replace(worker)
 
     def _on_startup(self, worker: _Worker, message: dict[str, Any] | None) -> None:
@@ -291,6 +295,20 @@ class MathGrader:
                 worker.stop()
             self._workers = []
         atexit.unregister(self.close)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MathGrader:
+        # A grader is a handle on a service: ``gymnasium.make`` deep-copies env kwargs, and the
+        # copies should share the workers rather than start their own.
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only; the unpickled grader (in another process) starts its own workers."""
+        transient = {"_workers", "_lock", "_graded", "_timeouts"}
+        return {key: value for key, value in self.__dict__.items() if key not in transient}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._workers, self._lock, self._graded, self._timeouts = [], threading.Lock(), 0, 0
 
     def __enter__(self) -> MathGrader:
         return self
@@ -400,8 +418,9 @@ def _check(gold: str, answer: str, time_limit: float) -> dict[str, Any]:
 
     try:
         # The timer is cancelled inside the try, so an alarm that fires during the cancellation
-        # still lands in the ``except`` below rather than escaping.
-        signal.setitimer(signal.ITIMER_REAL, time_limit)
+        # still lands in the ``except`` below rather than escaping. ITIMER_PROF counts this
+        # process's CPU time and raises SIGPROF.
+        signal.setitimer(signal.ITIMER_PROF, time_limit)
         try:
             gold_parsed = _parse_gold(gold)
             if not gold_parsed:
@@ -412,9 +431,9 @@ def _check(gold: str, answer: str, time_limit: float) -> dict[str, Any]:
             correct = verify(gold_parsed, answer_parsed, timeout_seconds=None)  # gold first: verify is asymmetric
             return {"correct": bool(correct), "timed_out": False, "error": None}
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
     except _CheckTimeout:
-        return {"correct": False, "timed_out": True, "error": f"timed out after {time_limit:g} s"}
+        return {"correct": False, "timed_out": True, "error": f"timed out after {time_limit:g} s of CPU time"}
     except Exception as exc:  # noqa: BLE001  (any failure of the checker scores 0 and is reported)
         return {"correct": False, "timed_out": False, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -432,7 +451,7 @@ def _serve(time_limit: float, memory_limit_mb: int, requests: IO[bytes], replies
     import resource
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it stops us
-    signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.signal(signal.SIGPROF, _raise_timeout)
     if memory_limit_mb:
         limit = memory_limit_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
