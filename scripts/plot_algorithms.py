@@ -10,7 +10,6 @@ shows what the code does::
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import matplotlib

@@ -111,14 +111,18 @@ class PolicyLossSettings:
         if math.isnan(self.p):
             raise ValueError("p is NaN")
         if not 0.0 <= self.clip_low <= 1.0 <= self.clip_high:
-            raise ValueError(f"need 0 <= clip_low <= 1 <= clip_high, got clip_low={self.clip_low}, clip_high={self.clip_high}")
+            raise ValueError(
+                f"need 0 <= clip_low <= 1 <= clip_high, got clip_low={self.clip_low}, clip_high={self.clip_high}"
+            )
         AGGREGATIONS.get(self.agg_mode)
         for field in ("token_normalizer", "unit_normalizer", "max_tokens_normalizer"):
             value = getattr(self, field)
             if value is not None and not value > 0:
                 raise ValueError(f"{field} must be > 0 (or None), got {value}")
         if self.agg_mode == "seq-mean-token-sum-norm" and self.max_tokens_normalizer is None:
-            raise ValueError("agg_mode 'seq-mean-token-sum-norm' (Dr.GRPO) needs max_tokens_normalizer, a constant length")
+            raise ValueError(
+                "agg_mode 'seq-mean-token-sum-norm' (Dr.GRPO) needs max_tokens_normalizer, a constant length"
+            )
 
 
 # --- aggregation ------------------------------------------------------------------------------
@@ -180,7 +184,9 @@ KL(π_old ‖ π_θ) over masked-in tokens; the last three measure gradient conc
 weights softmax(p·Δ) before clipping, averaged over non-empty units."""
 
 
-def pessimistic_clip(log_ratio: Tensor, advantages: Tensor, log_low: float, log_high: float) -> tuple[Tensor, Tensor, Tensor]:
+def pessimistic_clip(
+    log_ratio: Tensor, advantages: Tensor, log_low: float, log_high: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """PPO's clip in log space: A·exp(result) = min(A·w, A·clip(w)).
 
     For A > 0 the ratio is capped from above only, for A < 0 floored from below only, for A = 0 left
@@ -242,7 +248,9 @@ def _log_bounds(settings: PolicyLossSettings) -> tuple[float, float]:
     return (math.log(settings.clip_low) if settings.clip_low > 0 else -math.inf), math.log(settings.clip_high)
 
 
-def loss_metrics(batch: TokenBatch, log_ratio: Tensor, low_hit: Tensor, high_hit: Tensor, p: float) -> dict[str, Tensor]:
+def loss_metrics(
+    batch: TokenBatch, log_ratio: Tensor, low_hit: Tensor, high_hit: Tensor, p: float
+) -> dict[str, Tensor]:
     """The fixed metric set (:data:`METRIC_KEYS`).
 
     ``log_ratio`` holds the log-ratios the loss clips (before clipping: tokens or units) and
@@ -284,7 +292,9 @@ def policy_loss(name: str) -> PolicyLossFn:
     return POLICY_LOSSES.get(name)
 
 
-def _sequence_clip(inp: PolicyLossInput, settings: PolicyLossSettings, p: float) -> tuple[Tensor, dict[str, Tensor]]:
+def _sequence_clip(
+    inp: PolicyLossInput, settings: PolicyLossSettings, p: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip the unit's Hölder mean ρ_p pessimistically; objective A·clip(ρ_p) per unit."""
     batch = TokenBatch.of(inp)
     segments = batch.segments
@@ -298,7 +308,9 @@ def _sequence_clip(inp: PolicyLossInput, settings: PolicyLossSettings, p: float)
     return loss, metrics
 
 
-def _token_clip_holder(inp: PolicyLossInput, settings: PolicyLossSettings, p: float) -> tuple[Tensor, dict[str, Tensor]]:
+def _token_clip_holder(
+    inp: PolicyLossInput, settings: PolicyLossSettings, p: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip each token ratio pessimistically, then take the unit's Hölder mean; objective A·ρ_p per unit."""
     batch = TokenBatch.of(inp)
     segments = batch.segments
@@ -365,7 +377,9 @@ def dapo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tenso
     (ε_low = 0.2, ε_high = 0.28 via the ratio divergence measure). Rejects any other ``agg_mode``
     rather than silently overriding it."""
     if settings.agg_mode != "token-mean":
-        raise ValueError(f"dapo aggregates by token-mean; got agg_mode={settings.agg_mode!r} (use grpo for other modes)")
+        raise ValueError(
+            f"dapo aggregates by token-mean; got agg_mode={settings.agg_mode!r} (use grpo for other modes)"
+        )
     return grpo_loss(inp, settings)
 
 

@@ -55,5 +55,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
         ``[N, L]`` per-token estimates; the caller masks and aggregates them like the policy loss.
     """
     if logprobs.shape != ref_logprobs.shape:
-        raise ValueError(f"logprobs {tuple(logprobs.shape)} and ref_logprobs {tuple(ref_logprobs.shape)} differ in shape")
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)} and ref_logprobs {tuple(ref_logprobs.shape)} differ in shape"
+        )
     return KL_ESTIMATORS.get(estimator)(ref_logprobs.detach() - logprobs)
