@@ -116,3 +116,15 @@ def read_game(game_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(walkthrough, list) or not all(isinstance(a, str) for a in walkthrough):
         raise GameFileError(f"{game_path}: 'walkthrough' must be a list of commands")
     return data
+
+
+def smallest_games(data_root: Path, split: str, per_type: int) -> list[str]:
+    """The ``per_type`` smallest game files (by size) of each task type: quick to translate and step.
+
+    A small but complete sample for smoke tests, demos and benchmarks, in task-type order.
+    """
+    chosen: list[str] = []
+    for task_type in TASK_TYPES:
+        games = find_games(data_root, split, [task_type])
+        chosen += sorted(games, key=lambda game: (os.path.getsize(game), game))[:per_type]
+    return chosen

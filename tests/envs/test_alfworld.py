@@ -8,7 +8,6 @@ through one cache directory.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,20 +16,11 @@ from gymnasium.utils.env_checker import check_env
 
 import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs.alfworld import to_engine_command
-from agentpo.envs.alfworld_games import TASK_TYPES, GameFileError, find_games
+from agentpo.envs.alfworld_games import TASK_TYPES, GameFileError, smallest_games
 
 pytestmark = pytest.mark.alfworld
 
 ENV_ID = "agentpo/ALFWorld-v0"
-
-
-def smallest_games(data_dir: Path, split: str, per_type: int) -> list[str]:
-    """The ``per_type`` smallest game files of each task type (small rooms translate and step fastest)."""
-    chosen: list[str] = []
-    for task_type in TASK_TYPES:
-        games = find_games(data_dir, split, [task_type])
-        chosen += sorted(games, key=lambda g: (os.path.getsize(g), g))[:per_type]
-    return chosen
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,130 @@
+"""EnvPool: results per slot, parallel workers, and isolation of envs that raise, die or hang.
+
+A deliberately faulty text env is registered here; its spec (with this module's class as entry
+point) travels to the spawned workers, which import this module to build it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import gymnasium as gym
+import pytest
+
+from agentpo.envs import register_text_env
+from agentpo.envs.core import TextEnv
+from agentpo.envs.pool import EnvPool
+
+
+class FaultyEnv(TextEnv):
+    """Echoes actions, except ``crash`` (kills the process), ``hang``, ``raise`` and ``sleep <seconds>``."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return f"start {seed}", self.make_info(won=False, task_id=str(seed), task_type="faulty", pid=os.getpid())
+
+    def step(self, action):
+        if action == "crash":
+            os._exit(3)
+        if action == "hang":
+            time.sleep(3600)
+        if action == "raise":
+            raise RuntimeError("asked to raise")
+        if action.startswith("sleep "):
+            time.sleep(float(action.split()[1]))
+        info = self.make_info(won=action == "win", task_id="", task_type="faulty", pid=os.getpid())
+        return f"echo {action}", float(action == "win"), action == "win", False, info
+
+
+FAULTY = register_text_env("agentpo-test/Faulty-v0", FaultyEnv)
+
+
+def test_in_process_pool_answers_per_slot_and_isolates_a_raising_env():
+    with EnvPool(FAULTY, 3) as pool:
+        assert pool.num_workers == 0
+        assert pool.reset({0: (7, None), 2: (8, None)}) == {
+            0: ("start 7", {"won": False, "task_id": "7", "task_type": "faulty", "pid": os.getpid()}),
+            2: ("start 8", {"won": False, "task_id": "8", "task_type": "faulty", "pid": os.getpid()}),
+        }
+        out = pool.step({0: "win", 2: "raise"})
+        assert out[0][:4] == ("echo win", 1.0, True, False)
+        assert out[2] == ("", 0.0, False, True, {"env_error": "RuntimeError: asked to raise"})
+        assert pool.reset({2: (1, None)})[2][0] == "start 1"
+
+
+def test_bad_slots_and_configuration_are_refused():
+    with EnvPool(FAULTY, 2) as pool:
+        with pytest.raises(ValueError, match=r"slots \[2\] do not exist"):
+            pool.step({2: "look"})
+    with pytest.raises(RuntimeError, match="is closed"):
+        pool.step({0: "look"})
+    with pytest.raises(RuntimeError, match="could not build"):
+        EnvPool(FAULTY, 2, num_workers=1, env_kwargs={"no_such_argument": 1})
+    with pytest.raises(gym.error.Error):
+        EnvPool("agentpo/NoSuchEnv-v0", 1)
+
+
+def test_workers_step_in_parallel_round_robin():
+    with EnvPool(FAULTY, 4, num_workers=2) as pool:
+        first = pool.reset({slot: (slot, None) for slot in range(4)})
+        pids = pool.worker_pids()
+        assert [first[slot][1]["pid"] for slot in range(4)] == [pids[0], pids[1], pids[0], pids[1]]
+        start = time.monotonic()
+        out = pool.step({0: "sleep 1.5", 1: "sleep 1.5"})
+        elapsed = time.monotonic() - start
+        assert [out[slot][0] for slot in (0, 1)] == ["echo sleep 1.5"] * 2
+        assert elapsed < 2.6, f"two workers took {elapsed:.2f} s for two 1.5 s steps: not parallel"
+
+
+def test_a_dying_worker_fails_only_its_slots_and_is_replaced():
+    with EnvPool(FAULTY, 4, num_workers=2) as pool:
+        pool.reset({slot: (slot, None) for slot in range(4)})
+        old_pids = pool.worker_pids()
+        out = pool.step({0: "crash", 1: "look", 3: "look"})
+        assert out[0][:4] == ("", 0.0, False, True) and "died (exit code 3)" in out[0][4]["env_error"]
+        assert out[1][0] == out[3][0] == "echo look"
+        assert pool.restarts == 1
+        new_pids = pool.worker_pids()
+        assert new_pids[0] != old_pids[0] and new_pids[1] == old_pids[1]
+        # Slot 2 lived in the dead worker: its episode is gone until it is reset.
+        assert "was replaced" in pool.step({2: "look"})[2][4]["env_error"]
+        again = pool.reset({0: (5, None), 2: (6, None)})
+        assert again[0][0] == "start 5" and again[2][1]["pid"] == new_pids[0]
+        assert pool.step({0: "look", 2: "win"})[2][:3] == ("echo win", 1.0, True)
+
+
+def test_a_hanging_worker_times_out_and_is_replaced():
+    with EnvPool(FAULTY, 2, num_workers=2, step_timeout=1.0) as pool:
+        pool.reset({0: (0, None), 1: (1, None)})
+        start = time.monotonic()
+        out = pool.step({0: "hang", 1: "look"})
+        assert time.monotonic() - start < 5
+        assert "ran past 1 s" in out[0][4]["env_error"] and out[0][3] is True
+        assert out[1][0] == "echo look"
+        assert pool.restarts == 1
+        assert pool.reset({0: (3, None)})[0][0] == "start 3"
+
+
+def test_a_raising_env_in_a_worker_keeps_the_worker():
+    with EnvPool(FAULTY, 2, num_workers=1) as pool:
+        pool.reset({0: (0, None), 1: (1, None)})
+        out = pool.step({0: "raise", 1: "look"})
+        assert out[0][4] == {"env_error": "RuntimeError: asked to raise"}
+        assert out[1][0] == "echo look" and pool.restarts == 0
+
+
+@pytest.mark.alfworld
+def test_alfworld_pool_plays_expert_plans_to_wins(alfworld_data_dir, tmp_path):
+    kwargs = {"split": "valid_unseen", "data_dir": str(alfworld_data_dir), "task_types": ["look"], "cache_dir": str(tmp_path)}
+    with EnvPool("agentpo/ALFWorld-v0", 2, env_kwargs=kwargs, num_workers=2) as pool:
+        infos = {slot: info for slot, (_, info) in pool.reset({0: (0, {"game_index": 0}), 1: (0, {"game_index": 1})}).items()}
+        won = {}
+        while len(won) < 2:
+            out = pool.step({slot: info["expert_plan"][0] for slot, info in infos.items() if slot not in won})
+            for slot, (_, reward, terminated, truncated, info) in out.items():
+                assert "env_error" not in info and not truncated
+                infos[slot] = info
+                if terminated:
+                    won[slot] = reward
+        assert won == {0: 1.0, 1: 1.0}
