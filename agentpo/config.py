@@ -312,6 +312,10 @@ class EvalConfig:
     tasks: int = option(64, "held-out tasks per evaluation (one attempt each)")
     temperature: float = option(0.0, "sampling temperature for evaluation (0: greedy)")
     first_seed: int = option(1_000_000, "task seeds first_seed .. first_seed+tasks-1; training seeds stay below it")
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "env.kwargs overrides for evaluation, e.g. {split: valid_unseen} (empty: the training env)"},
+    )
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "every", "must be >= 0")

@@ -136,8 +136,16 @@ class Trainer:
         eval_sampling = SamplingParams(
             temperature=config.eval.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
         )
+        self.eval_pool = self.pool
+        if config.eval.env_kwargs:
+            self.eval_pool = EnvPool(
+                config.env.id,
+                config.episodes_per_batch,
+                env_kwargs={**config.env.kwargs, **config.eval.env_kwargs},
+                num_workers=config.env.num_workers,
+            )
         self.evaluator = RolloutManager(
-            self.engine, self.tokenizer, self.pool, replace(settings, group_size=1, sampling=eval_sampling)
+            self.engine, self.tokenizer, self.eval_pool, replace(settings, group_size=1, sampling=eval_sampling)
         )
 
         algorithm = config.algorithm
@@ -324,6 +332,8 @@ class Trainer:
     def close(self) -> None:
         """Close the env pool and the metric sinks."""
         self.pool.close()
+        if self.eval_pool is not self.pool:
+            self.eval_pool.close()
         self.logger.close()
 
 
