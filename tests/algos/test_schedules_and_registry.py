@@ -92,3 +92,21 @@ def test_registry_duplicates_and_misses():
         registry.register("a")(3)
     with pytest.raises(KeyError, match="unknown widget 'c'; valid names: a, b"):
         registry.get("c")
+
+
+def test_algos_is_a_leaf_package():
+    """agentpo.algos imports nothing from the rollout or training packages (pure math only)."""
+    import ast
+    from pathlib import Path
+
+    import agentpo.algos
+
+    imported = set()
+    for path in Path(agentpo.algos.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    agentpo_imports = {name for name in imported if name.startswith("agentpo")}
+    assert agentpo_imports and all(name.startswith("agentpo.algos") for name in agentpo_imports)
