@@ -113,3 +113,27 @@ def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
     with pytest.raises(ValueError, match="policy: 'random' there, 'expert' now"):
         evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 3, seeds=(0, 1)),
                         out_dir=resumed_dir)
+
+
+def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths: list[str], tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentpo.evaluation.policies import ModelAgent
+    from agentpo.models.tiny import build_tiny_model
+    from agentpo.rollout import RolloutManager, RolloutSettings, SamplingParams
+    from agentpo.rollout.engines.hf import TransformersEngine
+
+    words = ["<", ">", "/", "action", "look", "go", "to", "desk", "1", "inventory"]
+    model_dir = build_tiny_model(tmp_path / "model", words, hidden_size=32, num_layers=1, num_heads=2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    engine = TransformersEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
+    settings = RolloutSettings(group_size=1, max_turns=3, history=2, sampling=SamplingParams(max_new_tokens=6),
+                               prompt="alfworld")
+    agent = ModelAgent(RolloutManager(engine, tokenizer, pool, settings))
+    result = evaluate_policy(agent, game_paths, _settings("model", 2))
+    assert [r.task_type for r in result.results] == ["look", "pick"]  # key order: look_at... < pick_and...
+    for r in result.results:
+        assert (r.won, r.steps, r.env_error) == (False, 3, None)  # the manager cuts at max_turns
+        assert 0 <= r.invalid_actions <= 3
+    with pytest.raises(ValueError, match="group_size must be 1"):
+        ModelAgent(RolloutManager(engine, tokenizer, pool, RolloutSettings(group_size=2, prompt="alfworld")))
