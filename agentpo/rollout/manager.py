@@ -116,9 +116,8 @@ class RolloutManager:
             task_seeds: one env seed per task; group ``g`` is the G episodes reset with
                 ``task_seeds[g]`` (and ``task_options[g]``).
             task_options: per-task ``reset`` options, or None.
-            seed: seeds the sampling (the i-th generate call of this collection uses
-                ``turn_seed(seed, i)``); None
-                samples from torch's global generator.
+            seed: seeds the sampling: the i-th generate call of this collection uses
+                ``turn_seed(seed, i)``; None samples from torch's global generator.
 
         Returns:
             Episodes ordered by group then attempt: ``episodes[g * G + j]`` is attempt j of task g,
@@ -161,22 +160,29 @@ class RolloutManager:
                         free_slots.append(slot)
                     else:
                         live[slot] = state
-            if not live:
-                continue
-            slots = sorted(live)
-            prompts = [self._next_prompt(live[slot]) for slot in slots]
-            sampling = self.sampling if seed is None else replace(self.sampling, seed=turn_seed(seed, iteration))
-            generations = self.engine.generate([engine_prompt for _, engine_prompt in prompts], sampling)
-            actions = {slot: self.parse(g.text) for slot, g in zip(slots, generations)}
-            # An unparseable response still goes to the env verbatim: it answers with feedback.
-            env_actions = {slot: actions[slot] if actions[slot] is not None else g.text for slot, g in zip(slots, generations)}
-            results = self.pool.step(env_actions)
-            for slot, (prompt_ids, _), generation in zip(slots, prompts, generations):
-                if self._record(live[slot], prompt_ids, generation, actions[slot], *results[slot]):
+            if live:
+                sampling = self.sampling if seed is None else replace(self.sampling, seed=turn_seed(seed, iteration))
+                for slot in self._play_turn(live, sampling):
                     del live[slot]
                     free_slots.append(slot)
-            iteration += 1
+                iteration += 1
         return episodes
+
+    def _play_turn(self, live: dict[int, _Live], sampling: SamplingParams) -> list[int]:
+        """One lockstep turn of every live episode; returns the slots whose episodes ended."""
+        slots = sorted(live)
+        prompts = [self._next_prompt(live[slot]) for slot in slots]
+        generations = self.engine.generate([engine_prompt for _, engine_prompt in prompts], sampling)
+        actions = [self.parse(g.text) for g in generations]
+        # An unparseable response still goes to the env verbatim: it answers with feedback.
+        results = self.pool.step(
+            {slot: action if action is not None else g.text for slot, action, g in zip(slots, actions, generations)}
+        )
+        ended = []
+        for slot, (prompt_ids, _), generation, action in zip(slots, prompts, generations, actions):
+            if self._record(live[slot], prompt_ids, generation, action, *results[slot]):
+                ended.append(slot)
+        return ended
 
     def _start(self, episode: Episode, observation: str, info: dict[str, Any]) -> _Live | None:
         """Fill in the episode from the reset; None when the env failed to reset."""
