@@ -1,0 +1,29 @@
+"""The quick start learns: a shortened configs/quickstart.yaml, fixed seeds, from the random level to >= 60%."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentpo.config import load_config
+from agentpo.training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quickstart_learns_the_corridor(tmp_path: Path) -> None:
+    config = load_config(
+        REPO / "configs" / "quickstart.yaml",
+        [f"run_dir={tmp_path}", "train.steps=70", "algorithm.p_steps=140", "eval.tasks=100", "train.checkpoint_every=0",
+         "logging.progress=false", "logging.tensorboard=false"],
+    )
+    trainer = Trainer(config)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    assert summary["success_before"] <= 0.1  # a random-init model rarely names the exit
+    assert summary["success_after"] >= 0.6
+    assert summary["success_after"] >= 3 * summary["success_before"]
