@@ -5,18 +5,20 @@ exit of the current room, e.g. ``"room 1 of 3 . the exit is east ."``; the agent
 text and the env takes the first whole direction word (north, south, east, west) in it:
 
 * the right direction moves to the next room (past the last room the episode is won);
-* a wrong direction bumps into a wall and stays;
+* a wrong direction hits a wall: the agent stays and the room's exit is drawn anew;
 * text without a direction word is an invalid action (``info["invalid_action"]``) and stays.
 
 After ``max_turns`` actions without a win the episode is truncated. The exits are drawn from the
-env's seeded generator, so the same seed gives the same corridor.
+env's seeded generator, so the same seed and actions give the same episode.
 
 Why it is shaped like this (see docs/envs.md for the numbers): the observation always ends with
 ``the exit is <direction> .``, so the answer sits at a fixed distance from the end of the prompt and
 a small transformer can learn to copy it; the vocabulary is ~25 words, so a random-init model that
 samples uniformly over its tokens still wins a few percent of episodes and groups of attempts have
-reward variance; a policy blind to the observation wins at most 1/4**length (a fixed answer) to
-~17% (uniformly random directions with the default 3 rooms and 6 turns).
+reward variance. Re-drawing the exit after a wrong move makes the exit each turn uniform and
+independent of everything a blind agent knows, so no policy that ignores the observations (a fixed
+answer, random directions, or cycling through all four) wins more often than uniformly random
+directions: P(Binomial(max_turns, 1/4) >= length), 16.9% for the default 3 rooms and 6 turns.
 """
 
 from __future__ import annotations
@@ -59,10 +61,10 @@ class CorridorEnv(TextEnv):
             return is ``success_reward`` on a win and 0 otherwise).
         render_mode: None, ``"ansi"`` or ``"human"``.
 
-    ``info`` holds ``won``, ``task_id`` (``"corridor-<length>-<exit initials>"``, one id per
-    corridor layout), ``task_type`` (``"corridor"``), ``admissible_actions`` (the four directions),
+    ``info`` holds ``won``, ``task_id`` (``"corridor-<length>-<exit initials at reset>"``, one id
+    per starting layout), ``task_type`` (``"corridor"``), ``admissible_actions`` (the four directions),
     ``invalid_action`` (the last action had no direction word), ``room`` (1-based current room;
-    ``length + 1`` once out) and ``expert_plan`` (the remaining correct moves).
+    ``length + 1`` once out) and ``expert_plan`` (the remaining correct moves, valid while followed).
     """
 
     TASK_TYPE = "corridor"
@@ -85,6 +87,7 @@ class CorridorEnv(TextEnv):
         self.success_reward = float(success_reward)
         self.move_reward = float(move_reward)
         self._exits: list[str] = []
+        self._task_id = ""
         self._room = 0  # 0-based index of the current room; == length once out
         self._turns = 0
 
@@ -98,13 +101,14 @@ class CorridorEnv(TextEnv):
         """
         if not 1 <= length <= MAX_LENGTH:
             raise ValueError(f"length must be between 1 and {MAX_LENGTH}, got {length}")
-        words = [".", "room", "of", "the", "exit", "is", *DIRECTIONS, "you", "hit", "a", "wall", "no", "direction", "are", "out"]
-        return words + [str(i) for i in range(1, length + 1)]
+        words = [".", "room", "of", "the", "exit", "is", *DIRECTIONS, "you", "hit", "a", "wall", "no", "direction"]
+        return [*words, "are", "out", *(str(i) for i in range(1, length + 1))]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         picks = self.np_random.integers(len(DIRECTIONS), size=self.length)
         self._exits = [DIRECTIONS[i] for i in picks]
+        self._task_id = f"corridor-{self.length}-" + "".join(d[0].upper() for d in self._exits)
         self._room = 0
         self._turns = 0
         observation = self._describe_room()
@@ -117,8 +121,10 @@ class CorridorEnv(TextEnv):
             raise RuntimeError("the episode is over (won); call reset()")
         if self._turns >= self.max_turns:
             raise RuntimeError("the episode is over (truncated); call reset()")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be a str, got {type(action).__name__}")
         self._turns += 1
-        direction = parse_direction(action) if isinstance(action, str) else None
+        direction = parse_direction(action)
         reward = 0.0
         if direction is None:
             feedback = "no direction ."
@@ -127,6 +133,9 @@ class CorridorEnv(TextEnv):
             reward += self.move_reward
             feedback = ""
         else:
+            # A blind agent that remembered which directions failed could otherwise find the exit by
+            # elimination (cycling through all four wins 31% of default episodes) without reading.
+            self._exits[self._room] = DIRECTIONS[self.np_random.integers(len(DIRECTIONS))]
             feedback = "you hit a wall ."
         won = self._room == self.length
         if won:
@@ -149,7 +158,7 @@ class CorridorEnv(TextEnv):
     def _info(self, *, invalid_action: bool) -> dict[str, Any]:
         return self.make_info(
             won=self._room == self.length,
-            task_id=f"corridor-{self.length}-" + "".join(d[0].upper() for d in self._exits),
+            task_id=self._task_id,
             task_type=self.TASK_TYPE,
             admissible_actions=list(DIRECTIONS),
             invalid_action=invalid_action,
