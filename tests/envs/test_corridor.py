@@ -48,7 +48,7 @@ def oracle(observation: str, info: dict) -> str:
 def test_gymnasium_make_builds_the_registered_corridor() -> None:
     env = gym.make("agentpo/Corridor-v0", length=2, max_turns=4)
     assert isinstance(env.unwrapped, CorridorEnv) and env.unwrapped.length == 2
-    observation, info = env.reset(seed=0)
+    observation, _ = env.reset(seed=0)
     assert observation.startswith("room 1 of 2 . the exit is ")
 
 
