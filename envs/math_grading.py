@@ -35,7 +35,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, cast
 
 # A box command not followed by another letter (``\boxed``, ``\fbox``, but not ``\boxedfoo``).
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -164,7 +164,7 @@ class MathGrader:
         n_workers: int | None = None,
         *,
         time_limit: float = 2.0,
-        kill_grace: float = 1.0,
+        kill_grace: float = 2.0,
         memory_limit_mb: int | None = 4096,
         fallback: bool = False,
         max_answer_chars: int = 4096,
@@ -229,7 +229,7 @@ class MathGrader:
                     results[index] = GradeResult(correct, timed_out, answer, error)
             self._graded += len(pairs)
             self._timeouts += sum(result.timed_out for result in results if result is not None)
-        return [result for result in results if result is not None]
+        return cast(list[GradeResult], results)  # every slot was filled above
 
     def _run(self, jobs: list[tuple[str, str]]) -> list[tuple[bool, bool, str | None]]:
         """Check ``(gold, answer)`` jobs on the workers; one ``(correct, timed_out, error)`` per job."""
@@ -239,16 +239,31 @@ class MathGrader:
         if not self._workers:
             self._workers = [self._start_worker() for _ in range(self.n_workers)]
             atexit.register(self.close)
-        queue = deque(range(len(jobs)))
-        while queue or any(worker.job is not None for worker in self._workers):
-            for worker in self._workers:
+        try:
+            self._schedule(jobs, verdicts)
+        except BaseException:
+            # Interrupted (Ctrl-C) or a worker failed to start: replies still on their way would be
+            # read as answers to the next call's checks, so these workers must go.
+            self._stop_workers()
+            raise
+        return cast(list[tuple[bool, bool, str | None]], verdicts)  # _schedule fills every slot
+
+    def _schedule(self, jobs: list[tuple[str, str]], verdicts: list[tuple[bool, bool, str | None] | None]) -> None:
+        """Feed the jobs to idle workers until every job has a verdict."""
+        # Each gold answer has a home worker, so that it is parsed (and cached) in one worker rather
+        # than in all of them; an idle worker whose own queue is empty helps with the longest one.
+        queues: list[deque[int]] = [deque() for _ in self._workers]
+        for job, (gold, _) in enumerate(jobs):
+            queues[hash(gold) % len(queues)].append(job)
+        while any(queues) or any(worker.job is not None for worker in self._workers):
+            for slot, worker in enumerate(self._workers):
+                queue = queues[slot] or max(queues, key=len)
                 if worker.ready and worker.job is None and queue:
                     job = queue.popleft()
                     if not worker.send(job, *jobs[job], deadline=time.monotonic() + self.time_limit + self.kill_grace):
                         queue.appendleft(job)  # the worker died while idle: replace it, retry the job
                         self._replace(worker)
             self._collect(verdicts)
-        return verdicts  # type: ignore[return-value]  (the loop ends when every job has a verdict)
 
     def _collect(self, verdicts: list[tuple[bool, bool, str | None] | None]) -> None:
         """Wait for the next message or deadline and record what arrived."""
@@ -268,15 +283,14 @@ class MathGrader:
                     worker.job = None
             elif time.monotonic() >= worker.deadline:
                 if not worker.ready:
-                    worker.kill()
-                    raise RuntimeError(f"math grader worker did not start within {self.startup_timeout} s")
+                    raise RuntimeError(f"math grader worker did not start within {self.startup_timeout:g} s")
                 verdicts[worker.job] = (False, True, f"no answer after {self.time_limit + self.kill_grace:g} s: killed")
                 self._replace(worker)
 
-    def _on_startup(self, worker: _Worker, message: dict[str, Any] | None) -> None:
+    @staticmethod
+    def _on_startup(worker: _Worker, message: dict[str, Any] | None) -> None:
         if message is None or "failed" in message:
             reason = "it exited" if message is None else message["failed"]
-            worker.kill()
             raise RuntimeError(f"math grader worker failed to start: {reason} (is math-verify installed?)")
         worker.ready = True
         worker.deadline = float("inf")
@@ -288,13 +302,16 @@ class MathGrader:
         worker.kill()
         self._workers[self._workers.index(worker)] = self._start_worker()
 
+    def _stop_workers(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+        atexit.unregister(self.close)
+
     def close(self) -> None:
         """Stop the workers (idempotent); the next call starts new ones."""
         with self._lock:
-            for worker in self._workers:
-                worker.stop()
-            self._workers = []
-        atexit.unregister(self.close)
+            self._stop_workers()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> MathGrader:
         # A grader is a handle on a service: ``gymnasium.make`` deep-copies env kwargs, and the

@@ -15,7 +15,7 @@ from agentpo.envs.math_grading import GradeResult, MathGrader, as_math_text, def
 
 @pytest.fixture(scope="module")
 def grader():
-    with MathGrader(2) as shared:  # default limits: 2 s of CPU per check, killed after 3 s
+    with MathGrader(2) as shared:  # default limits: 2 s of CPU per check, killed after 4 s of wall time
         yield shared
 
 
@@ -185,3 +185,13 @@ def test_every_gold_answer_verifies_against_itself(grader: MathGrader, math_data
     results = grader.grade_many([(f"\\boxed{{{p.answer}}}", p.answer) for p in problems])
     failures = [(p.task_id, p.answer, r.error) for p, r in zip(problems, results) if not r.correct]
     assert failures == []
+
+
+def test_a_worker_that_cannot_start_raises_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers inherit the caller's import path: a broken math_verify placed first on it breaks them.
+    (tmp_path / "math_verify.py").write_text("raise ImportError('math_verify is broken here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = MathGrader(1)
+    with pytest.raises(RuntimeError, match="failed to start: ImportError: math_verify is broken here"):
+        broken.grade("\\boxed{1}", "1")
+    assert broken.worker_pids == []  # nothing left running
