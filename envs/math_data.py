@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -133,19 +133,18 @@ def load_problems(
             f"unknown math dataset {dataset!r}: choose one of {', '.join(DATASETS)}, "
             "or pass path= (a jsonl file) or hf_dataset= (a Hugging Face dataset)"
         )
+    if path is not None and hf_dataset is not None:
+        raise ValueError("pass either path= or hf_dataset=, not both")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of problems, got {limit}")
-    if preset is None or answer_field is not None:
-        answer_rule = None
-    else:
-        answer_rule = preset.answer_rule
-    fields = Preset(
-        folder=preset.folder if preset else "",
-        question_field=question_field or (preset.question_field if preset else "question"),
-        answer_field=answer_field or (preset.answer_field if preset else "answer"),
-        answer_rule=answer_rule,
-        id_field=id_field or (preset.id_field if preset else None),
-        subject_field=subject_field or (preset.subject_field if preset else None),
+    base = preset or Preset(folder="", question_field="question", answer_field="answer")
+    fields = replace(
+        base,
+        question_field=question_field or base.question_field,
+        answer_field=answer_field or base.answer_field,
+        answer_rule=None if answer_field else base.answer_rule,
+        id_field=id_field or base.id_field,
+        subject_field=subject_field or base.subject_field,
     )
 
     if hf_dataset is not None:
@@ -154,7 +153,7 @@ def load_problems(
         file = Path(path) if path is not None else _preset_file(dataset, fields.folder, split, data_dir)
         source, rows = str(file), _jsonl_rows(file)
     # Files read with path= have no split; preset and hub rows without ids are numbered per split.
-    row_prefix = "" if path is not None and hf_dataset is None else f"{split}/"
+    row_prefix = "" if path is not None else f"{split}/"
 
     problems, unanswered = [], []
     for row_number, (where, row) in enumerate(rows):

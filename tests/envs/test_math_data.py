@@ -150,6 +150,8 @@ def test_missing_files_and_unknown_names(tmp_path: Path) -> None:
         load_problems("gsm9k", data_dir=tmp_path)
     with pytest.raises(ValueError, match="limit must be"):
         load_problems("aime24", data_dir=tmp_path, limit=0)
+    with pytest.raises(ValueError, match="either path= or hf_dataset="):
+        load_problems("aime24", path=tmp_path / "aime24" / "test.jsonl", hf_dataset="x/y")
 
 
 def test_hugging_face_source_uses_the_preset_fields(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -195,3 +196,20 @@ def test_a_worker_that_cannot_start_raises_a_clear_error(tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError, match="failed to start: ImportError: math_verify is broken here"):
         broken.grade("\\boxed{1}", "1")
     assert broken.worker_pids == []  # nothing left running
+
+
+def _grade_in_child(results: multiprocessing.Queue) -> None:
+    with MathGrader(1) as child_grader:
+        results.put(child_grader.grade("\\boxed{\\frac{1}{2}}", "0.5").correct)
+
+
+def test_grades_from_a_daemonic_process() -> None:
+    # Env pool workers are daemonic, and multiprocessing forbids them children: the grader's
+    # workers are plain subprocesses, so a math env works inside a pool worker too.
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_grade_in_child, args=(results,), daemon=True)
+    child.start()
+    assert results.get(timeout=60) is True
+    child.join(timeout=10)
+    assert child.exitcode == 0
