@@ -85,8 +85,8 @@ def start_accelerated_engine(
         AlfredInfos,
         functools.partial(_AcceleratedWrapper, cache=cache),
     ]
-    with accelerated(cache):
-        return textworld.start(str(game_path), ENGINE_INFOS, wrappers=wrappers)
+    # The accelerating wrapper is the outermost, so the load inside ``textworld.start`` already runs accelerated.
+    return textworld.start(str(game_path), ENGINE_INFOS, wrappers=wrappers)
 
 
 class _AcceleratedWrapper(textworld.core.Wrapper):
