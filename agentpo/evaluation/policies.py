@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 from agentpo.evaluation.results import GameResult, GameRun
@@ -110,17 +110,13 @@ class PoolAgent:
 
     pool: EnvPool
     policy: StepPolicy
-    num_slots: int = field(default=0)
-
-    def __post_init__(self) -> None:
-        if self.num_slots <= 0:
-            self.num_slots = int(self.pool.num_envs)
 
     def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]:
         waiting = deque(runs)
         live: dict[int, _LiveGame] = {}
         while waiting or live:
-            starts = {slot: waiting.popleft() for slot in range(self.num_slots) if slot not in live and waiting}
+            free = [slot for slot in range(self.pool.num_envs) if slot not in live]
+            starts = {slot: waiting.popleft() for slot in free[: len(waiting)]}
             if starts:
                 opened = self.pool.reset({slot: (run.seed, {"game_path": run.game_path}) for slot, run in starts.items()})
                 for slot, (observation, info) in opened.items():

@@ -48,7 +48,7 @@ def protocol_line(result: EvalResult) -> str:
         f"max {s.max_steps} steps",
     ]
     if s.policy == "model":
-        parts.append("full history" if s.history is None else f"history {s.history}")
+        parts.append("full history" if s.history == -1 else f"history {s.history}")
         parts.append(f"temperature {s.temperature}")
     return f"policy `{s.policy}`, " + ", ".join(parts)
 
@@ -114,7 +114,7 @@ def to_markdown(result: EvalResult) -> str:
     ]
     overall = cells["all"]
     if overall is not None and overall.env_errors:
-        lines += ["", f"{overall.env_errors} games ended with an environment error and count as lost."]
+        lines += ["", f"Games that ended with an environment error (counted as lost): {overall.env_errors}."]
     return "\n".join(lines) + "\n"
 
 

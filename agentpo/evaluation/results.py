@@ -40,9 +40,7 @@ class GameResult:
         """Inverse of :meth:`to_json`; a record with missing or unknown fields is an error."""
         fields = set(cls.__dataclass_fields__)
         if set(record) != fields:
-            raise ValueError(
-                f"game record {record!r} does not have exactly the fields {sorted(fields)}"
-            )
+            raise ValueError(f"game record {record!r} does not have exactly the fields {sorted(fields)}")
         return cls(**record)
 
 

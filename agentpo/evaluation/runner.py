@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from agentpo.evaluation.policies import Agent
 from agentpo.evaluation.log import JsonLinesLog, check_same_settings
+from agentpo.evaluation.policies import Agent
 from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
 from agentpo.evaluation.task_types import game_key, stratified_order
@@ -26,10 +26,10 @@ SETTINGS_FILE = "eval_settings.json"
 class EvalSettings:
     """What an evaluation plays and how; printed on every report and checked when resuming.
 
-    ``history`` is the number of past turns in the model's prompt (None: the full history, or not
-    applicable for the reference policies); ``temperature`` is the model's sampling temperature
-    (None for the reference policies); ``limit`` keeps the first games of the task-type-stratified
-    order (None: every game of the split).
+    ``model`` names the model (None for the reference policies); ``history`` is the number of past
+    turns in the model's prompt (-1: the whole conversation; None for the reference policies);
+    ``temperature`` is the model's sampling temperature (None for the reference policies); ``limit``
+    keeps the first games of the task-type-stratified order (None: every game of the split).
     """
 
     env_id: str

@@ -12,7 +12,7 @@ import pytest
 import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs.pool import EnvPool
 from agentpo.evaluation.policies import ExpertPolicy, PoolAgent, RandomPolicy
-from agentpo.evaluation.report import write_report
+from agentpo.evaluation.report import to_markdown, write_report
 from agentpo.evaluation.results import GameResult, GameRun
 from agentpo.evaluation.runner import GAMES_FILE, EvalSettings, evaluate_policy
 from agentpo.evaluation.task_types import SHORT_TASK_TYPES
@@ -137,3 +137,18 @@ def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths
         assert 0 <= r.invalid_actions <= 3
     with pytest.raises(ValueError, match="group_size must be 1"):
         ModelAgent(RolloutManager(engine, tokenizer, pool, RolloutSettings(group_size=2, prompt="alfworld")))
+
+
+def test_a_game_the_env_cannot_play_counts_as_lost_and_is_reported(pool: EnvPool, game_paths: list[str],
+                                                                   tmp_path: Path) -> None:
+    broken = tmp_path / "pick_and_place_simple-Pen-None-Desk-1" / "trial_T0" / "game.tw-pddl"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json", encoding="utf-8")
+    settings = _settings("expert", 2)
+    result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), [str(broken), game_paths[0]], settings)
+    lost, won = sorted(result.results, key=lambda r: r.won)
+    assert (lost.won, lost.steps, lost.game) == (False, 0, "pick_and_place_simple-Pen-None-Desk-1/trial_T0")
+    assert lost.env_error is not None and "game.tw-pddl" in lost.env_error
+    assert won.won and won.env_error is None
+    assert result.cells["all"] is not None and result.cells["all"].env_errors == 1
+    assert "environment error (counted as lost): 1." in to_markdown(result)
