@@ -23,9 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import gymnasium as gym
-
-import agentpo.envs  # noqa: F401  (registers the ids)
+from agentpo.envs.alfworld_games import find_games, resolve_data_dir
 from agentpo.envs.pool import EnvPool
 from agentpo.evaluation.policies import ExpertPolicy, PoolAgent
 from agentpo.evaluation.runner import EvalSettings, evaluate_policy
@@ -66,9 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cache = tempfile.mkdtemp(prefix="agentpo-eval-bench-")
-    listing = gym.make(ENV_ID, split=args.split, data_dir=args.data_dir)
-    game_paths = list(listing.unwrapped.game_paths)
-    listing.close()
+    game_paths = find_games(resolve_data_dir(args.data_dir), args.split)
     settings = EvalSettings(env_id=ENV_ID, split=args.split, policy="expert", seeds=(0,), max_steps=50, limit=args.limit)
 
     rows = []

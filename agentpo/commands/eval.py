@@ -88,19 +88,16 @@ def _out_dir(args: argparse.Namespace, what: str, policy: str) -> Path:
 
 
 def _run_alfworld(args: argparse.Namespace, policy: str) -> int:
-    import gymnasium as gym
     from tqdm import tqdm
 
-    import agentpo.envs  # noqa: F401  (registers the ids)
+    from agentpo.envs.alfworld_games import find_games, resolve_data_dir
     from agentpo.envs.pool import EnvPool
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
     from agentpo.evaluation.report import to_markdown, write_report
     from agentpo.evaluation.runner import EvalSettings, evaluate_policy, select_games
 
     env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": args.max_steps}
-    listing = gym.make(ALFWORLD, **env_kwargs)
-    game_paths = list(listing.unwrapped.game_paths)
-    listing.close()
+    game_paths = find_games(resolve_data_dir(args.data_dir), args.split)
     is_model = policy == "model"
     settings = EvalSettings(
         env_id=ALFWORLD,
