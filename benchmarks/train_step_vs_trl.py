@@ -1,12 +1,24 @@
 """Seconds per full training step (generate + update): agentpo's Trainer vs TRL's GRPOTrainer.
 
 Both train the same tiny random-init model (built by agentpo over the Corridor words) on the same
-single-turn batch shape: 8 prompts x 4 samples x 32 new tokens, fp32, one torch thread, no KL, one
-optimizer step per batch. The two alternate step by step in one process: TRL's callback times each
-of its steps and then runs one agentpo step, so machine noise hits both alike. Prints the medians
-and their ratio; needs the ``bench`` extra (``pip install trl``).
+single-turn batch shape: 8 prompts x 4 samples x 32 new tokens, fp32, one torch thread, no KL.
 
-    python benchmarks/train_step_vs_trl.py --steps 12
+Equal work on both sides:
+- every response is exactly 32 tokens: the tokenizer's EOS is moved to an id outside the model's
+  vocabulary (a random-init model would otherwise end about half its responses early, at random);
+  the script checks the generated-token counts of both sides and reports them;
+- one optimizer step per rollout batch: TRL's defaults (``num_iterations=1``, one generation per
+  optimizer step) take pi_old as the detached current log-probs, so agentpo runs with one minibatch,
+  one epoch and the engine's sampling log-probs as pi_old (``train.minibatches=1``,
+  ``train.recompute_old_logprobs=false``). agentpo's default (K=2 minibatches, pi_old recomputed)
+  makes two optimizer steps per batch and is reported in its own row for reference.
+
+The two alternate step by step in one process: TRL's callback times each of its steps and then
+runs one step of each agentpo configuration, so machine noise hits all alike. The first step of
+each side warms caches and is dropped. Prints medians and ratios; needs the ``bench`` extra
+(``pip install trl``).
+
+    OMP_NUM_THREADS=1 python benchmarks/train_step_vs_trl.py --steps 10
 """
 
 from __future__ import annotations
@@ -15,39 +27,66 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 PROMPTS, SAMPLES, NEW_TOKENS = 8, 4, 32
+#: (hidden size, layers, heads) of the models compared: the quick start's size and a ~4M model.
+MODEL_SIZES: tuple[tuple[int, int, int], ...] = ((64, 2, 4), (256, 4, 4))
+#: A token the tokenizer names as EOS but the model cannot emit (its id is past the vocabulary).
+NEVER_EOS = "<|never_eos|>"
 
 
-def agentpo_trainer(run_dir: Path):
-    """A Trainer on one-room corridors: each episode is one prompt and one 32-token response."""
+def agentpo_config(run_dir: Path, size: tuple[int, int, int], *, fair: bool) -> dict:
+    """A run on one-room corridors: each episode is one prompt and one 32-token response.
+
+    ``fair``: one optimizer step per batch with the engine's log-probs as pi_old (TRL's defaults);
+    else agentpo's defaults (K=2 minibatches, pi_old recomputed by the trainer).
+    """
+    hidden, layers, heads = size
+    train = {"steps": 10_000, "batch_tasks": PROMPTS}
+    if fair:
+        train |= {"minibatches": 1, "recompute_old_logprobs": False}
+    return {
+        "run_dir": str(run_dir),
+        "model": {"source": "tiny", "tiny": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads}},
+        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1, "max_turns": 1}},
+        "rollout": {"group_size": SAMPLES, "max_turns": 1, "history": 0, "max_new_tokens": NEW_TOKENS},
+        "algorithm": {"loss": "grpo", "agg_mode": "seq-mean-token-mean"},
+        "optim": {"lr": 1e-5},
+        "train": train,
+        "eval": {"tasks": 0},
+        "logging": {"tensorboard": False, "progress": False},
+    }
+
+
+def build_model(run_dir: Path, size: tuple[int, int, int]) -> Path:
+    """Build the tiny model once in ``run_dir/init_model`` with an EOS that can never be sampled."""
+    from transformers import AutoTokenizer, GenerationConfig
+
     from agentpo.config import config_from_dict
-    from agentpo.training.trainer import Trainer
+    from agentpo.training.policy import initial_model_dir
 
-    config = config_from_dict(
-        {
-            "run_dir": str(run_dir),
-            "model": {"source": "tiny", "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4}},
-            "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1, "max_turns": 1}},
-            "rollout": {"group_size": SAMPLES, "max_turns": 1, "history": 0, "max_new_tokens": NEW_TOKENS},
-            "algorithm": {"loss": "grpo", "agg_mode": "seq-mean-token-mean"},
-            "optim": {"lr": 1e-5},
-            # One optimizer step per batch with the engine's log-probs as pi_old, as TRL does.
-            "train": {"steps": 10_000, "batch_tasks": PROMPTS, "minibatches": 1, "recompute_old_logprobs": False},
-            "eval": {"tasks": 0},
-            "logging": {"tensorboard": False, "progress": False},
-        }
-    )
-    return Trainer(config)
+    model_dir = Path(initial_model_dir(config_from_dict(agentpo_config(run_dir, size, fair=True)), run_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.add_special_tokens({"eos_token": NEVER_EOS})
+    tokenizer.save_pretrained(model_dir)
+    generation = GenerationConfig.from_pretrained(model_dir)
+    generation.eos_token_id = tokenizer.eos_token_id
+    generation.save_pretrained(model_dir)
+    return model_dir
 
 
-def exit_reward(prompts, completions, **kwargs) -> list[float]:
-    """1 when the completion names the exit that the prompt states (the Corridor rule)."""
+def exit_reward(prompts, completions, completion_ids, lengths: list[int], **kwargs) -> list[float]:
+    """1 when the completion names the exit that the prompt states (the Corridor rule).
+
+    Records each completion's token count in ``lengths`` (bound with functools.partial).
+    """
     from agentpo.envs.corridor import parse_direction
 
+    lengths.extend(len(ids) for ids in completion_ids)
     rewards = []
     for prompt, completion in zip(prompts, completions):
         exit_word = prompt[-1]["content"].split()[-2]
@@ -55,21 +94,39 @@ def exit_reward(prompts, completions, **kwargs) -> list[float]:
     return rewards
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per side (after one warm-up step)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+@dataclass
+class Timings:
+    """Seconds per step of each side, and the response lengths each side generated."""
+
+    trl: list[float]
+    fair: list[float]
+    default: list[float]
+    trl_lengths: list[int]
+    our_lengths: list[float]
+
+
+def measure(size: tuple[int, int, int], steps: int) -> Timings:
+    """Alternate TRL, agentpo (TRL-like settings) and agentpo (defaults) for ``steps`` + 1 steps each."""
+    import functools
 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from agentpo.config import config_from_dict
     from agentpo.envs.corridor import CorridorEnv
+    from agentpo.training.trainer import Trainer
 
+    timings = Timings([], [], [], [], [])
     with tempfile.TemporaryDirectory() as scratch:
-        ours = agentpo_trainer(Path(scratch) / "agentpo")
-        model_dir = Path(scratch) / "agentpo" / "init_model"
+        model_dir = build_model(Path(scratch) / "model", size)
+        ours = {}
+        for name, fair in (("fair", True), ("default", False)):
+            run_dir = Path(scratch) / name
+            run_dir.mkdir()
+            (run_dir / "init_model").symlink_to(model_dir)
+            ours[name] = Trainer(config_from_dict(agentpo_config(run_dir, size, fair=fair)))
+
         env = CorridorEnv(length=1, max_turns=1)
         prompts = [[{"role": "user", "content": env.reset(seed=s)[0]}] for s in range(64)]
         trl_args = GRPOConfig(
@@ -81,7 +138,7 @@ def main() -> None:
             learning_rate=1e-5,
             beta=0.0,
             loss_type="grpo",
-            max_steps=args.steps + 1,
+            max_steps=steps + 1,
             use_cpu=True,
             bf16=False,
             report_to="none",
@@ -90,40 +147,58 @@ def main() -> None:
             disable_tqdm=True,
             seed=0,
         )
-        trl_times: list[float] = []
-        our_times: list[float] = []
 
         class Alternate(TrainerCallback):
-            """Time each TRL step, then run one agentpo step outside TRL's timing."""
+            """Time each TRL step, then run one step of each agentpo trainer outside TRL's timing."""
 
             def on_step_begin(self, *_args, **_kwargs) -> None:
                 self.start = time.perf_counter()
 
             def on_step_end(self, _args, state, *_rest, **_kwargs) -> None:
-                trl_times.append(time.perf_counter() - self.start)
-                start = time.perf_counter()
-                ours.train_step(state.global_step)
-                our_times.append(time.perf_counter() - start)
+                timings.trl.append(time.perf_counter() - self.start)
+                for name, trainer in ours.items():
+                    start = time.perf_counter()
+                    metrics = trainer.train_step(state.global_step)
+                    getattr(timings, name).append(time.perf_counter() - start)
+                    timings.our_lengths.append(metrics["tokens_generated"])
 
+        reward = functools.partial(exit_reward, lengths=timings.trl_lengths)
+        reward.__name__ = "exit_reward"  # TRL names reward columns after the function
         trainer = GRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
             processing_class=AutoTokenizer.from_pretrained(model_dir),
-            reward_funcs=exit_reward,
+            reward_funcs=reward,
             args=trl_args,
             train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
             callbacks=[Alternate()],
         )
         trainer.train()
-        ours.close()
+        for trainer in ours.values():
+            trainer.close()
+    return timings
 
-    # TRL's per-step timing starts at its training step, so its generation sits inside: both sides
-    # time generate + update. The first step of each side warms caches and is dropped.
-    trl_median = statistics.median(trl_times[1:])
-    our_median = statistics.median(our_times[1:])
-    print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens, fp32, 1 thread, {args.steps} steps each")
-    print(f"agentpo Trainer.train_step : median {our_median:.3f} s/step")
-    print(f"TRL GRPOTrainer step       : median {trl_median:.3f} s/step")
-    print(f"ratio TRL / agentpo        : {trl_median / our_median:.2f}x")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per side (after one warm-up step)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rows = []
+    for size in MODEL_SIZES:
+        t = measure(size, args.steps)
+        if set(t.trl_lengths) != {NEW_TOKENS} or set(t.our_lengths) != {NEW_TOKENS}:
+            raise RuntimeError(f"unequal work: TRL lengths {set(t.trl_lengths)}, agentpo {set(t.our_lengths)}")
+        trl, fair, default = (statistics.median(x[1:]) for x in (t.trl, t.fair, t.default))
+        rows.append((size, trl, fair, default))
+
+    print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
+          f"{args.steps} timed steps each (medians, s/step)")
+    print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
+          "| agentpo default (K=2, recompute) | TRL / default |")
+    print("|---|---|---|---|---|---|")
+    for (hidden, layers, _), trl, fair, default in rows:
+        print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} | {trl / default:.2f}x |")
 
 
 if __name__ == "__main__":

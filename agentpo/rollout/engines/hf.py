@@ -86,7 +86,7 @@ class TransformersEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
         self.pad_token_id: int = pad
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
         """Sample one response per prompt; see :class:`~agentpo.rollout.engines.base.Engine`."""
         for i, prompt in enumerate(prompts):
@@ -136,30 +136,38 @@ class TransformersEngine:
         cache, logits = out.past_key_values, out.logits[:, -1]
         next_position = position_ids[:, -1] + 1
 
-        tokens: list[list[int]] = [[] for _ in range(batch)]
-        logprobs: list[list[float]] = [[] for _ in range(batch)]
-        finish: list[FinishReason | None] = [None] * batch
-        active = list(range(batch))  # original row of each row still in the batch
-        for step in range(sampling.max_new_tokens):
+        # Sampled tokens go into [batch, max_new_tokens] buffers by original row, so each step costs
+        # a few tensor ops and one host sync (is any row finished?) instead of Python work per row.
+        steps = sampling.max_new_tokens
+        token_buffer = torch.full((batch, steps), self.pad_token_id, dtype=torch.long, device=self.device)
+        logprob_buffer = torch.zeros((batch, steps), dtype=torch.float32, device=self.device)
+        lengths = torch.full((batch,), steps, dtype=torch.long, device=self.device)
+        stopped = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        eos_ids = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=self.device)
+        active = torch.arange(batch, device=self.device)  # original row of each row still in the batch
+        for step in range(steps):
             sampled, sampled_logprobs = sample_tokens(logits, sampling.temperature, sampling.top_p, generator)
-            keep: list[int] = []
-            for slot, (row, token, logprob) in enumerate(zip(active, sampled.tolist(), sampled_logprobs.tolist())):
-                tokens[row].append(token)
-                logprobs[row].append(logprob)
-                finish[row] = self._finish_reason(tokens[row], sampling)
-                if finish[row] is None:
-                    keep.append(slot)
-            if not keep or step == sampling.max_new_tokens - 1:
+            token_buffer[active, step] = sampled
+            logprob_buffer[active, step] = sampled_logprobs
+            if step == steps - 1:
                 break
-            if len(keep) < len(active):
-                keep_index = torch.tensor(keep, device=self.device)
+            done = torch.isin(sampled, eos_ids)
+            if sampling.stop:
+                hit = self._stop_hits(token_buffer[active, : step + 1], ~done, sampling.stop)
+                stopped[active[hit]] = True
+                done |= hit
+            if bool(done.any()):
+                lengths[active[done]] = step + 1
+                keep_index = (~done).nonzero().squeeze(1)
+                if keep_index.numel() == 0:
+                    break
                 cache.batch_select_indices(keep_index)
                 attention_mask, next_position, sampled = (
                     attention_mask[keep_index],
                     next_position[keep_index],
                     sampled[keep_index],
                 )
-                active = [active[slot] for slot in keep]
+                active = active[keep_index]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
             out = self.model(
                 input_ids=sampled.unsqueeze(1),
@@ -171,25 +179,38 @@ class TransformersEngine:
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_position = next_position + 1
 
-        return [
-            Generation(
-                token_ids=tokens[row],
-                logprobs=logprobs[row],
-                text=self.tokenizer.decode(tokens[row], skip_special_tokens=True),
-                finish_reason=finish[row] or "length",
+        generations = []
+        for row_tokens, row_logprobs, length, row_stopped in zip(
+            token_buffer.tolist(), logprob_buffer.tolist(), lengths.tolist(), stopped.tolist()
+        ):
+            token_ids = row_tokens[:length]
+            finish: FinishReason = "length"
+            if token_ids[-1] in self.eos_token_ids:
+                finish = "eos"
+            elif row_stopped or (sampling.stop and self._has_stop(token_ids, sampling.stop)):
+                finish = "stop"
+            generations.append(
+                Generation(
+                    token_ids=token_ids,
+                    logprobs=row_logprobs[:length],
+                    text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
+                    finish_reason=finish,
+                )
             )
-            for row in range(batch)
-        ]
+        return generations
 
-    def _finish_reason(self, tokens: list[int], sampling: SamplingParams) -> FinishReason | None:
-        """Why a response that just sampled ``tokens[-1]`` ends now, or None if it goes on."""
-        if tokens[-1] in self.eos_token_ids:
-            return "eos"
-        if sampling.stop:
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if any(stop in text for stop in sampling.stop):
-                return "stop"
-        return None
+    def _stop_hits(self, tokens: torch.Tensor, candidates: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
+        """``[b]`` bool: which rows of ``tokens`` (``[b, t]``, the responses so far) among ``candidates`` now hold a stop string."""
+        rows = candidates.nonzero().squeeze(1).tolist()
+        hits = torch.zeros_like(candidates)
+        for row, token_ids in zip(rows, tokens[rows].tolist()):
+            hits[row] = self._has_stop(token_ids, stop)
+        return hits
+
+    def _has_stop(self, token_ids: list[int], stop: tuple[str, ...]) -> bool:
+        """Whether the decoded response contains one of the stop strings."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return any(s in text for s in stop)
 
 
 def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
