@@ -47,7 +47,9 @@ CASES = (
 )
 
 
-def run_case(case: Case, game_paths: list[str], env_kwargs: dict[str, object], settings: EvalSettings) -> tuple[float, int, int]:
+def run_case(
+    case: Case, game_paths: list[str], env_kwargs: dict[str, object], settings: EvalSettings
+) -> tuple[float, int, int]:
     """Seconds to play every game (pool start-up excluded), games played, games won."""
     with EnvPool(ENV_ID, case.num_envs, env_kwargs=env_kwargs, num_workers=case.num_workers) as pool:
         start = time.perf_counter()
@@ -65,14 +67,17 @@ def main() -> None:
 
     cache = tempfile.mkdtemp(prefix="agentpo-eval-bench-")
     game_paths = find_games(resolve_data_dir(args.data_dir), args.split)
-    settings = EvalSettings(env_id=ENV_ID, split=args.split, policy="expert", seeds=(0,), max_steps=50, limit=args.limit)
+    settings = EvalSettings(
+        env_id=ENV_ID, split=args.split, policy="expert", seeds=(0,), max_steps=50, limit=args.limit
+    )
 
     rows = []
     for case in CASES:
         env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": 50, "cache_dir": cache}
         seconds, played, won = run_case(case, game_paths, env_kwargs, settings)
-        rows.append((case.name, played, won, seconds, played / seconds))
-        print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {played / seconds:.2f} games/s", flush=True)
+        rate = played / seconds
+        rows.append((case.name, played, won, seconds, rate))
+        print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {rate:.2f} games/s", flush=True)
 
     baseline = next(rate for name, *_, rate in rows if name == "in-process 1")
     print()

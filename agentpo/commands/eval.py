@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ALFWorld only: model (needs --model; the default then), or the reference rows expert / random",
     )
     parser.add_argument("--split", help="ALFWorld split (default valid_unseen) or math split (default test)")
-    parser.add_argument("--seeds", type=int, default=3, help="ALFWorld: seeds 0..N-1, each plays every game (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="ALFWorld: seeds 0..N-1, each plays every game (3)")
     parser.add_argument("--limit", type=int, help="only the first N games (stratified over task types) / problems")
     parser.add_argument("--max-steps", type=int, default=50, help="ALFWorld steps per game (default 50)")
     parser.add_argument("--history", type=int, default=2, help="past turns in the prompt, -1 for all (default 2)")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="math problems per generate call (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="ALFWorld env worker processes (default 2)")
     parser.add_argument("--envs", type=int, default=8, help="ALFWorld games played at once (default 8)")
-    parser.add_argument("--data-dir", help="ALFWorld data root ($ALFWORLD_DATA) or math data folder ($AGENTPO_MATH_DATA)")
+    parser.add_argument("--data-dir", help="ALFWorld data root (else $ALFWORLD_DATA) or math data ($AGENTPO_MATH_DATA)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1)")
     parser.add_argument("--out", help="output folder (default runs/eval/<env>-<split>-<policy or model>)")
@@ -150,7 +150,8 @@ def _run_math(args: argparse.Namespace) -> int:
     solver = ModelSolver(engine, tokenizer, _sampling(args), prompt=args.prompt or "math")
     with MathGrader() as grader, tqdm(total=problems, desc="math", unit="problem") as bar:
         result = evaluate_math(
-            solver, settings, grader, data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out, on_batch=bar.update
+            solver, settings, grader, data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
+            on_batch=bar.update,
         )
     paths = write_math_report(result, out)
     print(result.to_markdown())

@@ -52,7 +52,9 @@ class ModelSolver:
     to the engine in one ``generate`` call.
     """
 
-    def __init__(self, engine: Engine, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompt: str = "math"):
+    def __init__(
+        self, engine: Engine, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams, prompt: str = "math"
+    ):
         from agentpo.rollout.prompting import PromptBuilder, PromptTemplate
 
         self.engine = engine
@@ -256,9 +258,8 @@ class MathEvalResult:
             + f" | {s.timed_out} |"
             for s in self.scores
         ]
-        described = ", ".join(
-            f"{key} {value}" for key, value in self.settings.to_json().items() if key != "datasets" and value is not None
-        )
+        stated = {k: v for k, v in self.settings.to_json().items() if k != "datasets" and v is not None}
+        described = ", ".join(f"{key} {value}" for key, value in stated.items())
         average = self.average
         closing = (
             f"Five-benchmark average ({', '.join(BENCHMARK_AVERAGE)}), mean@{n}: **{100 * average:.1f}%**."
@@ -292,7 +293,8 @@ def evaluate_math(
     for dataset in settings.datasets:
         problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
         score, _ = evaluate_benchmark(
-            solver, problems, grader, n=settings.n, seed=settings.seed, batch_size=batch_size, log=log, on_batch=on_batch
+            solver, problems, grader, n=settings.n, seed=settings.seed, batch_size=batch_size, log=log,
+            on_batch=on_batch,
         )
         scores.append(score)
     return MathEvalResult(settings=settings, scores=tuple(scores))

@@ -118,8 +118,8 @@ class PoolAgent:
             free = [slot for slot in range(self.pool.num_envs) if slot not in live]
             starts = {slot: waiting.popleft() for slot in free[: len(waiting)]}
             if starts:
-                opened = self.pool.reset({slot: (run.seed, {"game_path": run.game_path}) for slot, run in starts.items()})
-                for slot, (observation, info) in opened.items():
+                requests = {slot: (run.seed, {"game_path": run.game_path}) for slot, run in starts.items()}
+                for slot, (observation, info) in self.pool.reset(requests).items():
                     run = starts[slot]
                     if info.get("env_error"):
                         yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agentpo.evaluation.runner import EvalResult, EvalSettings
 from agentpo.evaluation.summary import COLUMNS, Cell
@@ -84,7 +84,7 @@ def to_markdown(result: EvalResult) -> str:
     """The human-readable report, laid out like the published ALFWorld tables."""
     cells = result.cells
 
-    def row(label: str, render: Any) -> str:
+    def row(label: str, render: Callable[[Cell], str]) -> str:
         values = [render(cells[c]) if cells[c] is not None else "–" for c in COLUMNS]
         return "| " + " | ".join([label, *values]) + " |"
 

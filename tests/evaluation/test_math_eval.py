@@ -48,7 +48,8 @@ class ScriptedSolver:
         for question in questions:
             index = order.index(question)
             gold = self.golds[question]
-            out.append([f"So the answer is \\boxed{{{gold if j < index % (n + 1) else gold + '1'}}}." for j in range(n)])
+            answers = [gold if j < index % (n + 1) else gold + "1" for j in range(n)]
+            out.append([f"So the answer is \\boxed{{{answer}}}." for answer in answers])
         return out
 
 
@@ -73,7 +74,9 @@ def test_scripted_solver_scores_match_the_closed_form(math_data_dir: Path, grade
     assert result.summary()["val/gsm8k/pass@4"] == pytest.approx(4 / 6, abs=1e-12)  # c > 0 for 4 of 6
 
 
-def test_interrupted_math_evaluation_resumes_without_redoing(math_data_dir: Path, grader: MathGrader, tmp_path: Path) -> None:
+def test_interrupted_math_evaluation_resumes_without_redoing(
+    math_data_dir: Path, grader: MathGrader, tmp_path: Path
+) -> None:
     problems = load_problems("gsm8k", "test", math_data_dir, limit=PROBLEMS)
     golds = {p.question: p.answer for p in problems}
     settings = MathEvalSettings(datasets=("gsm8k",), n=N, limit=PROBLEMS)
@@ -82,7 +85,8 @@ def test_interrupted_math_evaluation_resumes_without_redoing(math_data_dir: Path
                       batch_size=2, out_dir=tmp_path / "resumed")
     assert len((tmp_path / "resumed" / SAMPLES_FILE).read_text().splitlines()) == 4 * N
     second = ScriptedSolver(golds)
-    resumed = evaluate_math(second, settings, grader, data_dir=math_data_dir, batch_size=2, out_dir=tmp_path / "resumed")
+    resumed = evaluate_math(second, settings, grader, data_dir=math_data_dir, batch_size=2,
+                            out_dir=tmp_path / "resumed")
     assert second.questions == [p.question for p in problems[4:]]
     straight = evaluate_math(ScriptedSolver(golds), settings, grader, data_dir=math_data_dir, batch_size=2,
                              out_dir=tmp_path / "straight")
