@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer steps")
         return 0
 
+    import transformers
+
     from agentpo.training.trainer import Trainer
 
+    # transformers draws a progress bar for every tiny save/load; the trainer has its own progress line.
+    transformers.utils.logging.disable_progress_bar()
     trainer = Trainer(config, resume=bool(args.resume))
     try:
         summary = trainer.fit()
