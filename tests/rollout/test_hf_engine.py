@@ -85,6 +85,23 @@ def test_results_do_not_depend_on_batching_for_greedy(model: PreTrainedModel, to
     assert [g.token_ids for g in together] == [g.token_ids for g in alone]
 
 
+def test_shared_prompts_are_prefilled_once_with_exact_results(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """A group's repeated prompts share one prefill; every row still gets exact log-probs of its own samples."""
+    short, long = ragged_prompts(len(tokenizer), [3, 7])
+    prompts = [long, short, long, long, short]
+    engine = TransformersEngine(model, tokenizer)
+    sampled = engine.generate(prompts, SamplingParams(max_new_tokens=12, seed=1))
+    for prompt, generation in zip(prompts, sampled):
+        expected = teacher_forced_logprobs(model, prompt, generation.token_ids, 1.0)
+        torch.testing.assert_close(torch.tensor(generation.logprobs), expected, atol=1e-5, rtol=0)
+    assert len({tuple(g.token_ids) for g in sampled}) > 2  # the copies sample independently
+    greedy = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12))
+    alone = {len(p): engine.generate([p], SamplingParams(temperature=0.0, max_new_tokens=12))[0] for p in (short, long)}
+    assert [g.token_ids for g in greedy] == [alone[len(p)].token_ids for p in prompts]
+
+
 def check_finish(generation: Generation, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams) -> None:
     """Each generation ends for exactly the reason it reports, and not a token earlier."""
     ids = generation.token_ids

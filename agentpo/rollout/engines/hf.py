@@ -125,15 +125,28 @@ class TransformersEngine:
             attention_mask[row, width - len(prompt) :] = 1
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # Without padding every row attends to all its past: no mask to build or grow per step.
+        mask: torch.Tensor | None = attention_mask if any(len(p) < width for p in prompts) else None
 
+        # Identical prompts (a group's G attempts at one task) are prefilled once; their cache rows
+        # and next-token logits are then copied to every row that shares them.
+        unique_index: dict[tuple[int, ...], int] = {}  # prompt -> its position among the unique prompts
+        unique_rows: list[int] = []  # first row holding each unique prompt
+        for row, prompt in enumerate(prompts):
+            if unique_index.setdefault(tuple(prompt), len(unique_rows)) == len(unique_rows):
+                unique_rows.append(row)
+        source = torch.tensor([unique_index[tuple(p)] for p in prompts], device=self.device)
         out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
+            input_ids=input_ids[unique_rows],
+            attention_mask=mask[unique_rows] if mask is not None else None,
+            position_ids=position_ids[unique_rows],
             use_cache=True,
             logits_to_keep=1,
         )
         cache, logits = out.past_key_values, out.logits[:, -1]
+        if len(unique_rows) < batch:
+            cache.batch_select_indices(source)
+            logits = logits[source]
         next_position = position_ids[:, -1] + 1
 
         # Sampled tokens go into [batch, max_new_tokens] buffers by original row, so each step costs
@@ -162,16 +175,14 @@ class TransformersEngine:
                 if keep_index.numel() == 0:
                     break
                 cache.batch_select_indices(keep_index)
-                attention_mask, next_position, sampled = (
-                    attention_mask[keep_index],
-                    next_position[keep_index],
-                    sampled[keep_index],
-                )
-                active = active[keep_index]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+                next_position, sampled, active = next_position[keep_index], sampled[keep_index], active[keep_index]
+                if mask is not None:
+                    mask = mask[keep_index]
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(
                 input_ids=sampled.unsqueeze(1),
-                attention_mask=attention_mask,
+                attention_mask=mask,
                 position_ids=next_position.unsqueeze(1),
                 past_key_values=cache,
                 use_cache=True,
