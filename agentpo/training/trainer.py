@@ -41,7 +41,7 @@ from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.training.batching import block, chunk, micro_batch, normalizers, split_episodes, unit_ids
 from agentpo.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from agentpo.training.logger import MetricsLogger, timed
-from agentpo.training.logprobs import token_logprobs
+from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
 from agentpo.training.policy import initial_model_dir, load_policy, load_reference
 
@@ -274,7 +274,12 @@ class Trainer:
             )
             with self._autocast():
                 logprobs, entropy = token_logprobs(
-                    self.model, mb.input_ids, mb.attention_mask, temperature=config.rollout.temperature, with_entropy=True
+                    self.model,
+                    mb.input_ids,
+                    mb.attention_mask,
+                    temperature=config.rollout.temperature,
+                    with_entropy=True,
+                    from_column=first_action_column(mb.action_mask),
                 )
             loss, loss_metrics = self.loss_fn(
                 PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
@@ -314,6 +319,7 @@ class Trainer:
                     batch.input_ids[rows, cols],
                     batch.attention_mask[rows, cols],
                     temperature=self.config.rollout.temperature,
+                    from_column=first_action_column(batch.action_mask[rows, cols]),
                 )
             out[rows, cols] = logprobs * batch.action_mask[rows, cols]
         return out
