@@ -40,8 +40,11 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> In
     denominator = 1.0 + z * z / n
     centre = (p_hat + z * z / (2.0 * n)) / denominator
     half_width = z / denominator * math.sqrt(p_hat * (1.0 - p_hat) / n + z * z / (4.0 * n * n))
-    # Clamp away rounding error only: at 0 or n successes one end is exactly 0 or 1 analytically.
-    return Interval(low=max(0.0, centre - half_width), high=min(1.0, centre + half_width))
+    # At 0 (n) successes the lower (upper) end is exactly 0 (1); computed, it can miss by a rounding
+    # error and then no longer contain the observed rate.
+    low = 0.0 if successes == 0 else centre - half_width
+    high = 1.0 if successes == trials else centre + half_width
+    return Interval(low=low, high=high)
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:

@@ -64,6 +64,15 @@ def test_markdown_follows_the_published_layout() -> None:
     assert "max 50 steps, history 2, temperature 0.4" in text
 
 
+def test_report_of_a_policy_that_never_wins(tmp_path: Path) -> None:
+    lost = [_result(game, seed, False, 50, 50) for game in GAMES for seed in (0, 1, 2)]
+    settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_seen", policy="random", seeds=(0, 1, 2),
+                            max_steps=50)
+    paths = write_report(EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost)), tmp_path)
+    assert "| random | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 |" in paths["markdown"].read_text()
+    assert paths["chart"].stat().st_size > 0
+
+
 def test_written_report_files(tmp_path: Path) -> None:
     paths = write_report(_evaluation(), tmp_path)
     report = json.loads(paths["json"].read_text())

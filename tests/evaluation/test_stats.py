@@ -43,6 +43,16 @@ def test_wilson_endpoints_solve_the_score_equation(successes: int, trials: int, 
         assert (p_hat - p) ** 2 == pytest.approx(z * z * p * (1 - p) / trials, rel=1e-10)
 
 
+# At 63 trials (and 10, 13, 34, ...) the computed lower end of 0 successes is +1e-18, not 0.
+@pytest.mark.parametrize("trials", [1, 10, 63, 72, 134, 402])
+def test_wilson_contains_the_observed_rate_exactly_at_the_extremes(trials: int) -> None:
+    assert wilson_interval(0, trials).low == 0.0
+    assert wilson_interval(trials, trials).high == 1.0
+    for successes in range(trials + 1):
+        interval = wilson_interval(successes, trials)
+        assert interval.low <= successes / trials <= interval.high
+
+
 def test_wilson_rejects_bad_counts() -> None:
     with pytest.raises(ValueError, match="trial"):
         wilson_interval(0, 0)
