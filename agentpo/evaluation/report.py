@@ -1,6 +1,6 @@
 """Write an ALFWorld evaluation to disk: ``eval.json``, ``eval.md`` and ``eval.png``.
 
-``eval.md`` follows the layout of the published ALFWorld tables (ALFWorld, ReAct, GiGPO): one row per
+``eval.md`` follows the layout of the published ALFWorld tables (e.g. GiGPO, Table 1): one row per
 method, columns Pick, Look, Clean, Heat, Cool, Pick2, All, success in percent as mean ± s.d. over
 seeds, with a second table of Wilson 95% intervals, game counts, mean steps and invalid-action ratios.
 Every file is a pure function of the settings and the per-game results, so a resumed evaluation

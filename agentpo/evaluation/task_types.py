@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 from agentpo.envs.alfworld_games import TASK_TYPES, full_task_type, task_id
 
-#: Short task-type names in the column order of the published tables (ALFWorld, ReAct, GiGPO).
+#: Short task-type names in the column order of the published tables (e.g. GiGPO, Table 1).
 SHORT_TASK_TYPES: tuple[str, ...] = tuple(TASK_TYPES.values())
 
 #: The split-independent name of a game, ``"<task dir>/<trial dir>"``, used in logs and reports.
