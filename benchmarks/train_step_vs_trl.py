@@ -13,9 +13,15 @@ Equal work on both sides:
   ``train.recompute_old_logprobs=false``). agentpo's default (K=2 minibatches, pi_old recomputed)
   makes two optimizer steps per batch and is reported in its own row for reference.
 
-The two alternate step by step in one process: TRL's callback times each of its steps and then
-runs one step of each agentpo configuration, so machine noise hits all alike. The first step of
-each side warms caches and is dropped. Prints medians and ratios; needs the ``bench`` extra
+TRL runs with its defaults, which include gradient checkpointing (one more forward pass per
+step, to save memory); ``--trl-no-checkpointing`` turns it off for the strictest comparison. A
+"floor" row times a bare loop doing the same arithmetic with no bookkeeping at all: a KV-cache
+sampling loop, one forward/backward of the sampled tokens and one AdamW step (see
+:func:`bare_step`), so the table shows how far above the arithmetic each side sits.
+
+The sides alternate step by step in one process: TRL's callback times each of its steps and then
+runs one step of each other side, so machine noise hits all alike. The first step of each side
+warms caches and is dropped. Prints medians and ratios; needs the ``bench`` extra
 (``pip install trl``).
 
     OMP_NUM_THREADS=1 python benchmarks/train_step_vs_trl.py --steps 10
@@ -94,6 +100,31 @@ def exit_reward(prompts, completions, completion_ids, lengths: list[int], **kwar
     return rewards
 
 
+def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompt_ids: torch.Tensor) -> None:
+    """The arithmetic of one step with nothing else: sample NEW_TOKENS per row, one policy-gradient update.
+
+    Args:
+        model: a causal LM in train mode.
+        optimizer: its AdamW.
+        prompt_ids: ``[rows, P]`` equal-length prompts (no padding).
+    """
+    with torch.inference_mode():
+        out = model(input_ids=prompt_ids, use_cache=True, logits_to_keep=1)
+        sampled = []
+        for _ in range(NEW_TOKENS):
+            sampled.append(torch.multinomial(out.logits[:, -1].softmax(-1), 1))
+            if len(sampled) < NEW_TOKENS:
+                out = model(input_ids=sampled[-1], past_key_values=out.past_key_values, use_cache=True)
+    ids = torch.cat([prompt_ids, *sampled], dim=1)
+    logits = model(input_ids=ids, logits_to_keep=NEW_TOKENS + 1).logits[:, :-1]
+    logprobs = logits.log_softmax(-1).gather(-1, ids[:, -NEW_TOKENS:, None]).squeeze(-1)
+    advantages = torch.randn(ids.shape[0], 1)
+    loss = -(advantages * (logprobs - logprobs.detach()).exp()).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 @dataclass
 class Timings:
     """Seconds per step of each side, and the response lengths each side generated."""
@@ -101,12 +132,13 @@ class Timings:
     trl: list[float]
     fair: list[float]
     default: list[float]
+    floor: list[float]
     trl_lengths: list[int]
     our_lengths: list[float]
 
 
-def measure(size: tuple[int, int, int], steps: int) -> Timings:
-    """Alternate TRL, agentpo (TRL-like settings) and agentpo (defaults) for ``steps`` + 1 steps each."""
+def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> Timings:
+    """Alternate TRL, agentpo (TRL-like settings), agentpo (defaults) and the floor, ``steps`` + 1 steps each."""
     import functools
 
     from datasets import Dataset
@@ -117,7 +149,7 @@ def measure(size: tuple[int, int, int], steps: int) -> Timings:
     from agentpo.envs.corridor import CorridorEnv
     from agentpo.training.trainer import Trainer
 
-    timings = Timings([], [], [], [], [])
+    timings = Timings([], [], [], [], [], [])
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = build_model(Path(scratch) / "model", size)
         ours = {}
@@ -129,6 +161,14 @@ def measure(size: tuple[int, int, int], steps: int) -> Timings:
 
         env = CorridorEnv(length=1, max_turns=1)
         prompts = [[{"role": "user", "content": env.reset(seed=s)[0]}] for s in range(64)]
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        floor_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+        floor_optimizer = torch.optim.AdamW(floor_model.parameters(), lr=1e-5)
+        texts = [
+            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts[:PROMPTS]
+        ]
+        floor_prompts = torch.tensor(tokenizer(texts, add_special_tokens=False).input_ids)
+        floor_prompts = floor_prompts.repeat_interleave(SAMPLES, dim=0)
         trl_args = GRPOConfig(
             output_dir=str(Path(scratch) / "trl"),
             per_device_train_batch_size=PROMPTS * SAMPLES,
@@ -138,6 +178,7 @@ def measure(size: tuple[int, int, int], steps: int) -> Timings:
             learning_rate=1e-5,
             beta=0.0,
             loss_type="grpo",
+            gradient_checkpointing=trl_checkpointing,
             max_steps=steps + 1,
             use_cpu=True,
             bf16=False,
@@ -161,12 +202,15 @@ def measure(size: tuple[int, int, int], steps: int) -> Timings:
                     metrics = trainer.train_step(state.global_step)
                     getattr(timings, name).append(time.perf_counter() - start)
                     timings.our_lengths.append(metrics["tokens_generated"])
+                start = time.perf_counter()
+                bare_step(floor_model, floor_optimizer, floor_prompts)
+                timings.floor.append(time.perf_counter() - start)
 
         reward = functools.partial(exit_reward, lengths=timings.trl_lengths)
         reward.__name__ = "exit_reward"  # TRL names reward columns after the function
         trainer = GRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-            processing_class=AutoTokenizer.from_pretrained(model_dir),
+            processing_class=tokenizer,
             reward_funcs=reward,
             args=trl_args,
             train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
@@ -181,24 +225,28 @@ def measure(size: tuple[int, int, int], steps: int) -> Timings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side (after one warm-up step)")
+    parser.add_argument(
+        "--trl-no-checkpointing", action="store_true", help="turn off TRL's default gradient checkpointing"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     rows = []
     for size in MODEL_SIZES:
-        t = measure(size, args.steps)
+        t = measure(size, args.steps, trl_checkpointing=not args.trl_no_checkpointing)
         if set(t.trl_lengths) != {NEW_TOKENS} or set(t.our_lengths) != {NEW_TOKENS}:
             raise RuntimeError(f"unequal work: TRL lengths {set(t.trl_lengths)}, agentpo {set(t.our_lengths)}")
-        trl, fair, default = (statistics.median(x[1:]) for x in (t.trl, t.fair, t.default))
-        rows.append((size, trl, fair, default))
+        rows.append((size, *(statistics.median(x[1:]) for x in (t.trl, t.fair, t.default, t.floor))))
 
+    checkpointing = "off" if args.trl_no_checkpointing else "on (its default)"
     print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
-          f"{args.steps} timed steps each (medians, s/step)")
+          f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}")
     print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
-          "| agentpo default (K=2, recompute) | TRL / default |")
-    print("|---|---|---|---|---|---|")
-    for (hidden, layers, _), trl, fair, default in rows:
-        print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} | {trl / default:.2f}x |")
+          "| agentpo default (K=2, recompute) | TRL / agentpo default | bare-loop floor |")
+    print("|---|---|---|---|---|---|---|")
+    for (hidden, layers, _), trl, fair, default, floor in rows:
+        print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} "
+              f"| {trl / default:.2f}x | {floor:.3f} |")
 
 
 if __name__ == "__main__":

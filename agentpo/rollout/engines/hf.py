@@ -211,7 +211,11 @@ class TransformersEngine:
         return generations
 
     def _stop_hits(self, tokens: torch.Tensor, candidates: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
-        """``[b]`` bool: which rows of ``tokens`` (``[b, t]``, the responses so far) among ``candidates`` now hold a stop string."""
+        """Which ``candidates`` rows (``[b]`` bool) of ``tokens`` (``[b, t]``, responses so far) hold a stop string.
+
+        Returns:
+            ``[b]`` bool, True where a candidate row's decoded text contains one of ``stop``.
+        """
         rows = candidates.nonzero().squeeze(1).tolist()
         hits = torch.zeros_like(candidates)
         for row, token_ids in zip(rows, tokens[rows].tolist()):
