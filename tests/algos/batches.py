@@ -63,6 +63,14 @@ def random_batch(
         segment_ids = row_unit[:, None].expand(-1, length).clone()
     else:
         segment_ids = torch.randint(num_segments, (rows, length), generator=gen)
+        missing = sorted(set(range(num_segments)) - set(segment_ids.flatten().tolist()))
+        if missing and rows * length >= num_segments:
+            # Small shapes can miss an id by chance: give each missing id a position of an id seen twice.
+            flat = segment_ids.flatten()
+            for unit in missing:
+                counts = torch.bincount(flat, minlength=num_segments)
+                flat[int(torch.nonzero(counts[flat] > 1)[0])] = unit
+            segment_ids = flat.view(rows, length)
     mask = (torch.rand(rows, length, generator=gen) < 0.7).to(dtype)
     # Guarantee one masked-in token per unit: switch on the first token carrying each id.
     for unit in range(num_segments):
