@@ -20,16 +20,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _alfworld_root() -> Path | None:
-    for candidate in (os.environ.get("ALFWORLD_DATA"), SHARED / "alfworld"):
-        if candidate and (Path(candidate) / "json_2.1.1").is_dir():
-            return Path(candidate)
-    return None
-
-
-def _math_root() -> Path | None:
-    for candidate in (os.environ.get("AGENTPO_MATH_DATA"), SHARED / "math"):
-        if candidate and Path(candidate).is_dir():
+def _data_root(env_var: str, default: Path, required_subdir: str = ".") -> Path | None:
+    """The first of ``$env_var`` and ``default`` that holds ``required_subdir``, else None."""
+    for candidate in (os.environ.get(env_var), default):
+        if candidate and (Path(candidate) / required_subdir).is_dir():
             return Path(candidate)
     return None
 
@@ -37,7 +31,7 @@ def _math_root() -> Path | None:
 @pytest.fixture(scope="session")
 def alfworld_data_dir() -> Path:
     """Root holding ``json_2.1.1/`` (ALFWORLD_DATA layout); skips the test when absent."""
-    root = _alfworld_root()
+    root = _data_root("ALFWORLD_DATA", SHARED / "alfworld", "json_2.1.1")
     if root is None:
         pytest.skip(f"ALFWorld games not found: set ALFWORLD_DATA or place them at {SHARED / 'alfworld'}")
     return root
@@ -46,7 +40,7 @@ def alfworld_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def math_data_dir() -> Path:
     """Folder with the math jsonl sets (``gsm8k/``, ``math500/``, ...); skips the test when absent."""
-    root = _math_root()
+    root = _data_root("AGENTPO_MATH_DATA", SHARED / "math")
     if root is None:
         pytest.skip(f"math datasets not found: set AGENTPO_MATH_DATA or place them at {SHARED / 'math'}")
     return root
