@@ -285,8 +285,10 @@ class TrainConfig:
     micro_batch_episodes: int = option(
         0, "episodes per forward/backward (gradient accumulation); 0: a whole minibatch at once"
     )
-    recompute_old_logprobs: bool = option(
-        True, "recompute pi_old with the trainer's forward pass (else use the engine's sampling log-probs)"
+    recompute_old_logprobs: Literal["auto", "true", "false"] = option(
+        "auto",
+        "recompute pi_old with the trainer's forward pass; false: use the engine's sampling log-probs; "
+        "auto: recompute unless those are exact (the embedded fp32 engine sampling from the trained module, no bf16)",
     )
     bf16: bool = option(False, "bf16 autocast for forward passes where the hardware supports it")
     lora: LoraConfig = section(LoraConfig, "LoRA adapters via peft")
@@ -304,23 +306,49 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
 
 
+#: How each env is validated during training; envs not named here play held-out task seeds.
+VALIDATION_KINDS: dict[str, Literal["games", "math"]] = {"agentpo/ALFWorld-v0": "games", "agentpo/Math-v0": "math"}
+
+#: The held-out split validated on when ``eval.split`` is empty.
+DEFAULT_VALIDATION_SPLITS: dict[str, str] = {"games": "valid_unseen", "math": "test"}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation during training (and before the first / after the last step)."""
+    """Validation during training: the evaluation code of ``agentpo eval`` on held-out tasks, logged as ``val/...``.
 
-    every: int = option(0, "evaluate every N iterations (0: only before the first and after the last)")
-    tasks: int = option(64, "held-out tasks per evaluation (one attempt each)")
-    temperature: float = option(0.0, "sampling temperature for evaluation (0: greedy)")
-    first_seed: int = option(1_000_000, "task seeds first_seed .. first_seed+tasks-1; training seeds stay below it")
+    ALFWorld plays the games of ``split``; Math scores ``datasets``; every other env (Corridor, user
+    envs) plays the held-out task seeds ``first_seed ..``, one attempt each.
+    """
+
+    every: int = option(0, "validate every N iterations (0: only before the first and after the last)")
+    tasks: int = option(
+        64,
+        "held-out tasks per validation: task seeds (seeded envs), games of `split` in the order that takes "
+        "task types in turn (ALFWorld), problems per dataset (math); -1: all games / problems; 0: no validation",
+    )
+    temperature: float = option(0.0, "sampling temperature for validation (0: greedy)")
+    split: str = option("", "ALFWorld / math: held-out split ('': valid_unseen for ALFWorld, test for math)")
+    seeds: int = option(1, "ALFWorld: each game is played under seeds 0 .. N-1")
+    datasets: tuple[str, ...] = option(("math500",), "math: benchmarks scored (aime24, amc23, math500, ...)")
+    n: int = option(1, "math: samples per problem (mean@n and pass@k)")
+    first_seed: int = option(1_000_000, "seeded envs: task seeds first_seed .. first_seed+tasks-1; training seeds stay below")
     env_kwargs: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "env.kwargs overrides for evaluation, e.g. {split: valid_unseen} (empty: the training env)"},
+        metadata={"help": "seeded envs: env.kwargs overrides for validation (empty: the training env)"},
+    )
+    best_metric: str = option(
+        "val/success_rate",
+        "validation number (higher is better) that picks RUN_DIR/checkpoints/best; math: e.g. val/math500/mean@1",
     )
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "every", "must be >= 0")
-        _require(self.tasks >= 0, "tasks", "must be >= 0 (0 disables evaluation)")
+        _require(self.tasks >= -1, "tasks", f"must be >= 1, -1 (all) or 0 (no validation), got {self.tasks}")
         _require(self.temperature >= 0, "temperature", "must be >= 0")
+        _require(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
+        _require(bool(self.datasets), "datasets", "must name at least one benchmark")
+        _require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         _require(self.first_seed >= 0, "first_seed", "must be >= 0")
 
 
@@ -371,6 +399,68 @@ class Config:
             "train.micro_batch_episodes",
             f"{self.train.micro_batch_episodes} exceeds the {self.episodes_per_minibatch} episodes of a minibatch",
         )
+        if self.eval.tasks != 0:
+            self._check_validation()
+
+    def _check_validation(self) -> None:
+        """The eval section fits the env's kind of validation, and ``best_metric`` is a number it logs."""
+        kind, evaluation = self.validation_kind, self.eval
+        if kind == "seeds":
+            _require(evaluation.tasks >= 1, "eval.tasks", "a seeded env has no 'all' (-1): give a number of task seeds")
+        else:
+            _require(
+                not evaluation.env_kwargs,
+                "eval.env_kwargs",
+                f"{self.env.id} validates on eval.split / eval.datasets, not on env kwargs",
+            )
+        if kind == "games":
+            from agentpo.envs.alfworld_games import SPLITS
+
+            held_out = [s for s in SPLITS if s != "train"]
+            _require(
+                self.validation_split in held_out,
+                "eval.split",
+                f"{self.validation_split!r} is not a held-out ALFWorld split; choose one of {held_out}",
+            )
+        if kind == "math":
+            from agentpo.envs.math_data import DATASETS
+
+            unknown = [d for d in evaluation.datasets if d not in DATASETS]
+            _require(not unknown, "eval.datasets", f"unknown benchmarks {unknown}; choose from {list(DATASETS)}")
+        _require(
+            evaluation.best_metric in self.validation_success_metrics(),
+            "eval.best_metric",
+            f"{evaluation.best_metric!r} is not logged by this validation; choose one of {self.validation_success_metrics()}",
+        )
+
+    @property
+    def validation_kind(self) -> Literal["games", "math", "seeds"]:
+        """How this env is validated: ALFWorld games, math benchmarks, or held-out task seeds."""
+        return VALIDATION_KINDS.get(self.env.id, "seeds")
+
+    @property
+    def validation_split(self) -> str:
+        """The held-out split of a games / math validation: ``eval.split`` or the env's default."""
+        return self.eval.split or DEFAULT_VALIDATION_SPLITS.get(self.validation_kind, "")
+
+    def validation_success_metrics(self) -> list[str]:
+        """The success-like ``val/...`` numbers (higher is better) that this run's validation logs."""
+        if self.validation_kind == "math":
+            from agentpo.envs.math_data import BENCHMARK_AVERAGE
+            from agentpo.evaluation.math import default_ks
+
+            names = []
+            for dataset in self.eval.datasets:
+                names.append(f"val/{dataset}/mean@{self.eval.n}")
+                names += [f"val/{dataset}/pass@{k}" for k in default_ks(self.eval.n)]
+            if self.eval.tasks == -1 and set(BENCHMARK_AVERAGE) <= set(self.eval.datasets):
+                names.append("val/math_average")
+            return names
+        if self.validation_kind == "games":
+            from agentpo.evaluation.task_types import SHORT_TASK_TYPES
+
+            return ["val/success_rate", *(f"val/success_rate/{t}" for t in SHORT_TASK_TYPES)]
+        return ["val/success_rate"]
 
     @property
     def prompt_template(self) -> str:
@@ -397,10 +487,10 @@ class Config:
     def warnings(self) -> list[str]:
         """Legal but suspicious settings, in words (printed by ``agentpo train``)."""
         notes = []
-        if self.train.minibatches == 1 and self.train.epochs == 1 and self.train.recompute_old_logprobs:
+        if self.train.minibatches == 1 and self.train.epochs == 1:
             notes.append(
-                "train.minibatches=1 and train.epochs=1: every importance ratio is 1, so p and the clip "
-                "region do nothing (every p gives the same gradient); use minibatches >= 2"
+                "train.minibatches=1 and train.epochs=1: every importance ratio is 1 (up to the engine's "
+                "numerics), so p and the clip region do nothing (every p gives the same gradient); use minibatches >= 2"
             )
         if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > self.optimizer_steps:
             notes.append(
@@ -434,6 +524,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return _build(annotation, value, key)
     if origin is Literal:
         allowed = get_args(annotation)
+        if isinstance(value, bool) and str(value).lower() in allowed:  # YAML reads `true` as a bool
+            value = str(value).lower()
         if value not in allowed:
             raise ConfigError(key, f"{value!r} is not one of {list(allowed)}")
         return value

@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         summary = trainer.fit()
     finally:
         trainer.close()
-    if "success_before" in summary and "success_after" in summary:
-        before, after = summary["success_before"], summary["success_after"]
-        print(f"held-out success: before {before:.3f} -> after {after:.3f}")
+    if "before" in summary and "after" in summary:
+        print(f"held-out {config.eval.best_metric}: before {summary['before']:.3f} -> after {summary['after']:.3f}")
     print(f"run folder: {config.run_dir}  (plot with: agentpo plot {config.run_dir})")
     return 0

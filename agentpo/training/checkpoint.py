@@ -8,10 +8,19 @@ Layout of ``RUN_DIR/checkpoints/step_000012/``::
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
 ``step_*`` is always complete; resuming picks the highest such step.
+
+The best policy by validation lives apart from that rotation::
+
+    best_step_000010/model/   save_pretrained folder of the policy that scored best so far
+    best.json                 {"step": 10, "metric": "val/success_rate", "value": 0.8, "path": "best_step_000010"}
+
+The new model folder is complete before ``best.json`` is replaced (write, then rename) to name it,
+and only then is the previous one deleted: ``best.json`` always names a complete folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -23,6 +32,8 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "step_"
+BEST_FILE = "best.json"
+_BEST_PREFIX = "best_step_"
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -79,12 +90,8 @@ def save_checkpoint(
     writes only the adapter. Returns the checkpoint folder.
     """
     final = checkpoint_path(run_dir, step)
-    tmp = final.with_name(f".tmp-{final.name}")
-    if tmp.exists():  # left over from a crash in the middle of a save
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "model")
+    tmp = _fresh_tmp(final)
+    _save_model(tmp / "model", model, tokenizer)
     torch.save(
         {
             "step": step,
@@ -117,3 +124,69 @@ def load_trainer_state(
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"])
     return int(state["step"])
+
+
+def _fresh_tmp(final: Path) -> Path:
+    """An empty hidden folder next to ``final`` to write it in (clearing one left by a crash)."""
+    tmp = final.with_name(f".tmp-{final.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _save_model(folder: Path, model: torch.nn.Module, tokenizer: Any) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def read_best(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``best.json`` record (``step``, ``metric``, ``value``, ``path``), or None before any."""
+    path = Path(run_dir) / CHECKPOINT_DIR / BEST_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def best_model_dir(run_dir: str | Path) -> Path | None:
+    """The ``save_pretrained`` folder of the run's best policy so far, or None."""
+    best = read_best(run_dir)
+    return None if best is None else Path(run_dir) / CHECKPOINT_DIR / best["path"] / "model"
+
+
+def save_best(
+    run_dir: str | Path, step: int, *, metric: str, value: float, model: torch.nn.Module, tokenizer: Any
+) -> Path:
+    """Keep the policy of ``step`` as the run's best (its ``metric`` scored ``value``); return its model folder.
+
+    ``keep_checkpoints`` rotation never touches it; only a later, better policy replaces it.
+    """
+    root = Path(run_dir) / CHECKPOINT_DIR
+    final = root / f"{_BEST_PREFIX}{step:06d}"
+    tmp = _fresh_tmp(final)
+    _save_model(tmp / "model", model, tokenizer)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_json_atomically(root / BEST_FILE, {"step": step, "metric": metric, "value": value, "path": final.name})
+    _remove_other_bests(root, keep=final.name)
+    return final / "model"
+
+
+def forget_best_after(run_dir: str | Path, step: int) -> None:
+    """Drop a best policy from after ``step``: a resumed run redoes those iterations (and their validations)."""
+    best = read_best(run_dir)
+    if best is not None and best["step"] > step:
+        root = Path(run_dir) / CHECKPOINT_DIR
+        (root / BEST_FILE).unlink()
+        _remove_other_bests(root, keep=None)
+
+
+def _remove_other_bests(root: Path, keep: str | None) -> None:
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name.startswith(_BEST_PREFIX) and folder.name != keep:
+            shutil.rmtree(folder)
+
+
+def _write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -9,7 +9,7 @@ from agentpo.training.logger import read_metrics
 #: (file stem, title, metric keys drawn on it); a key missing from the run is skipped.
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("success", "success rate", ("success_rate", "val/success_rate")),
-    ("reward", "mean episode reward", ("reward_mean", "val/reward_mean")),
+    ("reward", "mean episode reward", ("reward_mean",)),
     ("p", "Hölder exponent p", ("p",)),
     ("clip_frac", "clipped fraction", ("clip_frac", "clip_frac_low", "clip_frac_high")),
     ("kl", "approximate KL to the rollout policy", ("approx_kl", "ref_kl")),

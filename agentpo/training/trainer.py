@@ -5,11 +5,16 @@ One iteration (:meth:`Trainer.train_step`) reads top to bottom:
 1. rollout: B tasks x G attempts through the env pool with the current policy;
 2. rewards: each episode's return (invalid-action penalties included);
 3. advantages: within each group of G episodes (registry: grpo, dr_grpo, rloo);
-4. old log-probs: recomputed by the trainer at the sampling temperature (or the engine's);
+4. old log-probs: the engine's when they are exact, else recomputed by the trainer at the
+   sampling temperature (``train.recompute_old_logprobs``);
 5. K minibatches x E epochs: policy loss (registry: holder, grpo, gspo, ...) with p from its
    schedule and the clip bounds of the divergence measure, plus the optional reference KL;
    micro-batches accumulate gradients; one clipped AdamW step per minibatch;
 6. weights into the engine; 7. log; 8. checkpoint.
+
+Every ``eval.every`` iterations (and before the first, after the last) the policy is validated on
+held-out tasks with the evaluation package (:mod:`agentpo.training.validation`); the best policy by
+``eval.best_metric`` is kept in ``RUN_DIR/checkpoints`` apart from the rotation.
 
 Every random draw of an iteration (task seeds, sampling, minibatch shuffles) is seeded from
 ``(train.seed, iteration)``, so a run resumed from a checkpoint repeats exactly what the
@@ -19,7 +24,6 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,11 +43,19 @@ from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.episode import Episode
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.training.batching import block, chunk, micro_batch, normalizers, split_episodes, unit_ids
-from agentpo.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from agentpo.training.checkpoint import (
+    forget_best_after,
+    latest_checkpoint,
+    load_trainer_state,
+    read_best,
+    save_best,
+    save_checkpoint,
+)
 from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
 from agentpo.training.policy import initial_model_dir, load_policy, load_reference
+from agentpo.training.validation import Validation, build_validation
 
 
 def reduce_metrics(records: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -61,6 +73,19 @@ def reduce_metrics(records: Iterable[dict[str, float]]) -> dict[str, float]:
         else:
             reduced[key] = sum(values) / len(values)
     return reduced
+
+
+def should_recompute_old_logprobs(setting: str, *, engine_samples_trained_module: bool, bf16: bool) -> bool:
+    """Whether the trainer recomputes pi_old instead of using the engine's sampling log-probs.
+
+    ``auto`` recomputes unless the engine's log-probs are exact: an embedded engine sampling from the
+    very (fp32) module being trained computes ``log_softmax(logits / T)`` of the same weights, so a
+    recompute would only add a forward pass and KV-cache rounding noise (~1e-6). bf16 autocast in the
+    trainer, or a separate engine (vLLM, another dtype), makes the two differ: then it recomputes.
+    """
+    if setting == "auto":
+        return bf16 or not engine_samples_trained_module
+    return setting == "true"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,20 +158,16 @@ class Trainer:
             prompt=config.prompt_template,
         )
         self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
-        eval_sampling = SamplingParams(
-            temperature=config.eval.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
+        self.recompute_old_logprobs = should_recompute_old_logprobs(
+            config.train.recompute_old_logprobs,
+            engine_samples_trained_module=self.engine.model is self.model,
+            bf16=config.train.bf16,
         )
-        self.eval_pool = self.pool
-        if config.eval.env_kwargs:
-            self.eval_pool = EnvPool(
-                config.env.id,
-                config.episodes_per_batch,
-                env_kwargs={**config.env.kwargs, **config.eval.env_kwargs},
-                num_workers=config.env.num_workers,
-            )
-        self.evaluator = RolloutManager(
-            self.engine, self.tokenizer, self.eval_pool, replace(settings, group_size=1, sampling=eval_sampling)
-        )
+        self.validation: Validation | None = None
+        if config.eval.tasks:
+            self.validation = build_validation(config, self.engine, self.tokenizer, self.pool, settings)
+            # A resumed run validates its iterations after the checkpoint again, with its own weights.
+            forget_best_after(self.run_dir, self.start_step)
 
         algorithm = config.algorithm
         self.p_schedule = PSchedule(
@@ -165,23 +186,25 @@ class Trainer:
     # ------------------------------------------------------------------------------------- the loop
 
     def fit(self) -> dict[str, float]:
-        """Train from ``start_step`` to ``train.steps``; return the held-out success before and after.
+        """Train from ``start_step`` to ``train.steps``; return the held-out ``eval.best_metric`` before and after.
 
         The "before" number is measured only on a fresh run (a resumed run's start is not the
         initial policy).
         """
         config = self.config
+        metric = config.eval.best_metric
         summary = {}
-        if self.start_step == 0 and config.eval.tasks:
-            summary["success_before"] = self.evaluate()["val/success_rate"]
-            self.logger.message(f"held-out success before training: {summary['success_before']:.3f}")
+        if self.start_step == 0 and self.validation is not None:
+            summary["before"] = self.validate(0)[metric]
+            self.logger.message(f"held-out {metric} before training: {summary['before']:.3f}")
         for step in range(self.start_step + 1, config.train.steps + 1):
             metrics = self.train_step(step)
-            if config.eval.every and step % config.eval.every == 0 and step < config.train.steps:
-                metrics.update(self.evaluate())
-            if step == config.train.steps and config.eval.tasks:
-                metrics.update(self.evaluate())
-                summary["success_after"] = metrics["val/success_rate"]
+            every = config.eval.every
+            if self.validation is not None and ((every and step % every == 0) or step == config.train.steps):
+                metrics.update(self.validate(step))
+                self._keep_if_best(step, metrics[metric])
+            if step == config.train.steps and self.validation is not None:
+                summary["after"] = metrics[metric]
             self.logger.log(step, metrics)
             every = config.train.checkpoint_every
             if (every and step % every == 0) or step == config.train.steps:
@@ -194,9 +217,34 @@ class Trainer:
                     scheduler=self.scheduler,
                     keep=config.train.keep_checkpoints,
                 )
-        if "success_after" in summary:
-            self.logger.message(f"held-out success after training: {summary['success_after']:.3f}")
+        if "after" in summary:
+            self.logger.message(f"held-out {metric} after training: {summary['after']:.3f}")
         return summary
+
+    def validate(self, step: int) -> dict[str, float]:
+        """``val/...`` metrics of the current policy on the held-out tasks (see :mod:`~agentpo.training.validation`)."""
+        if self.validation is None:
+            raise RuntimeError("validation is off (eval.tasks=0)")
+        metrics = self.validation(step)
+        if self.config.eval.best_metric not in metrics:
+            raise KeyError(
+                f"eval.best_metric {self.config.eval.best_metric!r} is missing from the validation's metrics "
+                f"{sorted(metrics)}"
+            )
+        return metrics
+
+    def _keep_if_best(self, step: int, value: float) -> None:
+        """Save the policy as the run's best when ``value`` beats every earlier validation (ties keep the earlier)."""
+        best = read_best(self.run_dir)
+        if best is None or value > best["value"]:
+            save_best(
+                self.run_dir,
+                step,
+                metric=self.config.eval.best_metric,
+                value=value,
+                model=self.model,
+                tokenizer=self.tokenizer,
+            )
 
     def train_step(self, step: int) -> dict[str, float]:
         """One iteration (1-based ``step``): rollout, advantages, K x E updates. Returns its metrics."""
@@ -223,9 +271,13 @@ class Trainer:
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
         with timed(metrics, "time/old_logprobs_s"):
-            old_logprobs = self._logprobs(self.model, batch) if config.train.recompute_old_logprobs else batch.old_logprobs
+            old_logprobs = batch.old_logprobs
+            if self.recompute_old_logprobs:
+                old_logprobs = self._logprobs(self.model, batch)
+                metrics["engine_logprob_abs_diff"] = masked_mean(
+                    (old_logprobs - batch.old_logprobs).abs(), batch.action_mask
+                )
             ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
-        metrics["engine_logprob_abs_diff"] = masked_mean((old_logprobs - batch.old_logprobs).abs(), batch.action_mask)
 
         # 5. K minibatches x E epochs, one optimizer step per minibatch.
         shuffle = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
@@ -327,19 +379,11 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16)
 
-    def evaluate(self) -> dict[str, float]:
-        """Success rate and mean reward on the held-out tasks, one attempt each, under ``val/``."""
-        cfg = self.config.eval
-        seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.tasks))
-        episodes = self.evaluator.collect(seeds, seed=self.config.train.seed)
-        stats = episode_metrics(episodes)
-        return {"val/success_rate": stats["success_rate"], "val/reward_mean": stats["reward_mean"]}
-
     def close(self) -> None:
-        """Close the env pool and the metric sinks."""
+        """Close the validation, the env pool and the metric sinks."""
+        if self.validation is not None:
+            self.validation.close()
         self.pool.close()
-        if self.eval_pool is not self.pool:
-            self.eval_pool.close()
         self.logger.close()
 
 
