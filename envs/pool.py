@@ -9,6 +9,15 @@ only the slots it wants, and the slots of different workers run at the same time
 its own slots one after another). ``num_workers=0`` keeps the envs in this process (no
 parallelism, no timeouts; right for envs that step in microseconds).
 
+``reset`` and ``step`` wait for every slot they name. To keep both cores busy when slots finish at
+different times (a long reset next to short steps, episodes of different lengths), start calls with
+``send_reset`` / ``send_step`` and take results with ``collect`` as they arrive::
+
+    pool.send_reset({0: (None, None), 1: (None, None)})
+    while True:
+        for slot, result in pool.collect().items():      # at least one finished call
+            pool.send_step({slot: choose_action(result)})   # that slot runs on while the other works
+
 Isolation: an env that raises, a worker that dies, or a worker whose env call runs past the
 timeout fails only the episodes of that worker's slots. A failed step returns
 ``("", 0.0, False, True, {"env_error": message})``, a failed reset ``("", {"env_error": message})``.
@@ -18,14 +27,16 @@ it, answer every step with an ``env_error`` until they are reset. Each worker ru
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import multiprocessing.connection
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 
@@ -33,21 +44,28 @@ import agentpo.envs  # noqa: F401  (registers the built-in ids before their spec
 
 #: ``slot -> (seed, options)`` for reset; ``slot -> (observation, info)`` back.
 ResetRequests = dict[int, tuple[int | None, dict[str, Any] | None]]
-ResetResults = dict[int, tuple[str, dict[str, Any]]]
+ResetResult = tuple[str, dict[str, Any]]
+ResetResults = dict[int, ResetResult]
 #: ``slot -> action`` for step; ``slot -> (observation, reward, terminated, truncated, info)`` back.
-StepResults = dict[int, tuple[str, float, bool, bool, dict[str, Any]]]
+StepResult = tuple[str, float, bool, bool, dict[str, Any]]
+StepResults = dict[int, StepResult]
+#: What :meth:`EnvPool.collect` returns: each slot's result, shaped as the call it answers.
+Results = dict[int, ResetResult | StepResult]
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def failed_step(message: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+def failed_step(message: str) -> StepResult:
     """The step result of an episode lost to an env error: truncated, with ``info["env_error"]``."""
     return "", 0.0, False, True, {"env_error": message}
 
 
-def failed_reset(message: str) -> tuple[str, dict[str, Any]]:
+def failed_reset(message: str) -> ResetResult:
     """The reset result of a slot whose env failed to start an episode."""
     return "", {"env_error": message}
+
+
+_FAILED: dict[str, Callable[[str], Any]] = {"reset": failed_reset, "step": failed_step}
 
 
 def _describe(exc: BaseException) -> str:
@@ -75,8 +93,8 @@ def _worker_main(
     """A worker process: builds its slots' envs, then serves ``(command, {slot: request})`` messages.
 
     Answers ``("ready", None)`` or ``("failed", message)`` once, then one ``(slot, ok, result)``
-    message per requested slot as soon as that slot's call returns (so the parent times each call),
-    and ``("done", None)`` after the last.
+    message per requested slot, in request order, as soon as that slot's call returns (so the parent
+    times each call and can hand the slot its next call while this worker runs the others).
     """
     for name in _THREAD_VARIABLES:
         os.environ[name] = "1"
@@ -100,7 +118,6 @@ def _worker_main(
             except Exception as exc:
                 conn.send((slot, False, _describe(exc)))
                 envs[slot] = _replace_env(envs[slot], spec, env_kwargs)
-        conn.send(("done", None))
 
 
 def _replace_env(env: gym.Env, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -114,13 +131,16 @@ def _replace_env(env: gym.Env, spec: gym.envs.registration.EnvSpec, env_kwargs: 
 
 @dataclass
 class _Worker:
-    """One worker process and the slots it holds."""
+    """One worker process, the slots it holds, and the calls it has been sent but not yet answered."""
 
     slots: list[int]
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
     replaced: int = 0
-    pending: set[int] = field(default_factory=set)
+    #: ``(slot, command)`` in the order the worker runs them; the first is running now.
+    queue: collections.deque[tuple[int, str]] = field(default_factory=collections.deque)
+    #: When the running call (the first in ``queue``) must have answered.
+    deadline: float = 0.0
 
 
 class EnvPool:
@@ -155,9 +175,12 @@ class EnvPool:
         self.num_envs = num_envs
         self.step_timeout = step_timeout
         self.reset_timeout = reset_timeout
+        self._timeouts = {"reset": reset_timeout, "step": step_timeout}
         self._spec = gym.spec(env_id)
         self._env_kwargs = dict(env_kwargs or {})
         self._lost: dict[int, str] = {}  # slot -> why its episode died with a replaced worker
+        self._in_flight: set[int] = set()  # slots sent a call whose result has not been collected
+        self._finished: Results = {}  # results that arrived and wait for collect
         self._closed = False
         self._local: dict[int, gym.Env] = {}
         self._workers: list[_Worker] = []
@@ -166,8 +189,8 @@ class EnvPool:
             return
         # spawn, not fork: the parent may hold threads (torch, engines) that a fork would copy mid-state.
         self._context = multiprocessing.get_context("spawn")
-        groups = [list(range(w, num_envs, min(num_workers, num_envs))) for w in range(min(num_workers, num_envs))]
-        self._workers = [self._spawn(slots) for slots in groups]
+        count = min(num_workers, num_envs)
+        self._workers = [self._spawn(list(range(w, num_envs, count))) for w in range(count)]
         try:
             for worker in self._workers:
                 self._await_ready(worker)
@@ -191,18 +214,50 @@ class EnvPool:
 
     def reset(self, requests: ResetRequests) -> ResetResults:
         """Reset the named slots, each with its ``(seed, options)``; returns ``slot -> (obs, info)``."""
-        self._check_slots(requests)
-        for slot in requests:
-            self._lost.pop(slot, None)
-        return self._run("reset", requests, self.reset_timeout, failed_reset)
+        self.send_reset(requests)
+        return cast(ResetResults, self.collect(requests))
 
     def step(self, actions: dict[int, str]) -> StepResults:
         """Step the named slots, each with its action; returns ``slot -> (obs, reward, terminated, truncated, info)``."""
+        self.send_step(actions)
+        return cast(StepResults, self.collect(actions))
+
+    def send_reset(self, requests: ResetRequests) -> None:
+        """Start resets of the named slots without waiting; :meth:`collect` returns their ``(obs, info)``."""
+        self._check_slots(requests)
+        for slot in requests:
+            self._lost.pop(slot, None)
+        self._send("reset", requests)
+
+    def send_step(self, actions: dict[int, str]) -> None:
+        """Start steps of the named slots without waiting; :meth:`collect` returns their 5-tuples."""
         self._check_slots(actions)
-        results: StepResults = {slot: failed_step(self._lost[slot]) for slot in actions if slot in self._lost}
         live = {slot: action for slot, action in actions.items() if slot not in self._lost}
-        results.update(self._run("step", live, self.step_timeout, failed_step))
-        return results
+        for slot in actions.keys() - live.keys():
+            self._finished[slot] = failed_step(self._lost[slot])
+            self._in_flight.add(slot)
+        self._send("step", live)
+
+    def collect(self, slots: Iterable[int] | None = None) -> Results:
+        """Results of sent calls: ``slot -> (obs, info)`` for a reset, the step 5-tuple for a step.
+
+        With ``slots``, waits until each of those slots has its result and returns just those; without,
+        waits until at least one call has finished and returns every finished one. Either way a slot's
+        result is returned once; ``{}`` when no call is in flight.
+        """
+        if slots is None:
+            while self._in_flight and not self._finished:
+                self._receive()
+            wanted = list(self._finished)
+        else:
+            wanted = list(slots)
+            idle = [slot for slot in wanted if slot not in self._in_flight]
+            if idle:
+                raise ValueError(f"slots {idle} have no call to collect; send_reset or send_step first")
+            while any(slot not in self._finished for slot in wanted):
+                self._receive()
+        self._in_flight.difference_update(wanted)
+        return {slot: self._finished.pop(slot) for slot in wanted}
 
     def close(self) -> None:
         """Stop the workers (or close the local envs). Idempotent."""
@@ -237,71 +292,70 @@ class EnvPool:
         bad = [slot for slot in requests if not isinstance(slot, int) or not 0 <= slot < self.num_envs]
         if bad:
             raise ValueError(f"slots {bad} do not exist; this pool has slots 0..{self.num_envs - 1}")
+        busy = [slot for slot in requests if slot in self._in_flight]
+        if busy:
+            raise ValueError(f"slots {busy} still have a call in flight; collect its result first")
 
-    def _run(self, command: str, requests: dict[int, Any], timeout: float, failed: Any) -> dict[int, Any]:
-        if not requests:
-            return {}
+    def _send(self, command: str, requests: dict[int, Any]) -> None:
+        """Run the calls here (no workers) or send each worker one message with its slots' calls."""
+        self._in_flight.update(requests)
         if not self._workers:
-            return {slot: self._run_local(command, slot, request, failed) for slot, request in requests.items()}
-        return self._run_remote(command, requests, timeout, failed)
-
-    def _run_local(self, command: str, slot: int, request: Any, failed: Any) -> Any:
-        try:
-            return _call(self._local[slot], command, request)
-        except Exception as exc:
-            self._local[slot] = _replace_env(self._local[slot], self._spec, self._env_kwargs)
-            return failed(_describe(exc))
-
-    def _run_remote(self, command: str, requests: dict[int, Any], timeout: float, failed: Any) -> dict[int, Any]:
-        results: dict[int, Any] = {}
-        busy: dict[Any, tuple[_Worker, float]] = {}  # connection -> (worker, deadline of its current call)
+            for slot, request in requests.items():
+                self._finished[slot] = self._run_local(command, slot, request)
+            return
         for worker in self._workers:
             mine = {slot: requests[slot] for slot in worker.slots if slot in requests}
             if not mine:
                 continue
-            worker.pending = set(mine)
+            if not worker.queue:
+                worker.deadline = time.monotonic() + self._timeouts[command]
+            worker.queue.extend((slot, command) for slot in mine)
             try:
                 worker.conn.send((command, mine))
             except (BrokenPipeError, OSError):
-                self._fail_worker(worker, results, failed, "its process had died")
-                continue
-            busy[worker.conn] = (worker, time.monotonic() + timeout)
-        while busy:
-            now = time.monotonic()
-            for conn, (worker, deadline) in list(busy.items()):
-                if deadline <= now:
-                    del busy[conn]
-                    slot = min(worker.pending)
-                    self._fail_worker(worker, results, failed, f"slot {slot}'s {command} ran past {timeout:g} s")
-            if not busy:
-                break
-            ready = multiprocessing.connection.wait(list(busy), timeout=min(d for _, d in busy.values()) - now)
-            for conn in ready:
-                worker, _ = busy[conn]
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    del busy[conn]
-                    self._fail_worker(worker, results, failed, self._death_note(worker))
-                    continue
-                if message[0] == "done":
-                    del busy[conn]
-                    continue
-                slot, ok, payload = message
-                worker.pending.discard(slot)
-                results[slot] = payload if ok else failed(payload)
-                busy[conn] = (worker, time.monotonic() + timeout)
-        return {slot: results[slot] for slot in requests}
+                self._fail_worker(worker, "its process had died")
 
-    def _fail_worker(self, worker: _Worker, results: dict[int, Any], failed: Any, why: str) -> None:
-        """Fail the worker's unanswered slots, mark its other episodes lost, and replace the process."""
+    def _run_local(self, command: str, slot: int, request: Any) -> Any:
+        try:
+            return _call(self._local[slot], command, request)
+        except Exception as exc:
+            self._local[slot] = _replace_env(self._local[slot], self._spec, self._env_kwargs)
+            return _FAILED[command](_describe(exc))
+
+    def _receive(self) -> None:
+        """Wait for the next answer of any busy worker (or a deadline) and file what arrived."""
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.queue and worker.deadline <= now:
+                slot, command = worker.queue[0]
+                self._fail_worker(worker, f"slot {slot}'s {command} ran past {self._timeouts[command]:g} s")
+        busy = {worker.conn: worker for worker in self._workers if worker.queue}
+        if not busy:
+            return
+        # Blocks in the kernel (no polling) until an answer arrives or the nearest deadline passes.
+        timeout = max(0.0, min(worker.deadline for worker in busy.values()) - now)
+        for conn in multiprocessing.connection.wait(list(busy), timeout=timeout):
+            worker = busy[conn]
+            try:
+                slot, ok, payload = conn.recv()
+            except (EOFError, OSError):
+                self._fail_worker(worker, self._death_note(worker))
+                continue
+            _, command = worker.queue.popleft()
+            self._finished[slot] = payload if ok else _FAILED[command](payload)
+            if worker.queue:
+                worker.deadline = time.monotonic() + self._timeouts[worker.queue[0][1]]
+
+    def _fail_worker(self, worker: _Worker, why: str) -> None:
+        """Fail the worker's unanswered calls, mark its other episodes lost, and replace the process."""
         message = f"env worker (pid {worker.process.pid}) for slots {worker.slots} was replaced: {why}"
-        for slot in worker.pending:
-            results[slot] = failed(message)
+        for slot, command in worker.queue:
+            self._finished[slot] = _FAILED[command](message)
+        answered = {slot for slot, _ in worker.queue}
         for slot in worker.slots:
-            if slot not in worker.pending:
+            if slot not in answered:
                 self._lost[slot] = message
-        worker.pending = set()
+        worker.queue.clear()
         worker.process.kill()
         worker.process.join()
         worker.conn.close()

@@ -114,6 +114,54 @@ def test_a_raising_env_in_a_worker_keeps_the_worker():
         assert out[1][0] == "echo look" and pool.restarts == 0
 
 
+def test_send_and_collect_return_each_slot_as_it_finishes():
+    with EnvPool(FAULTY, 2, num_workers=2) as pool:
+        pool.send_reset({0: (0, None), 1: (1, None)})
+        assert pool.collect([1, 0]) == {
+            slot: (f"start {slot}", {"won": False, "task_id": str(slot), "task_type": "faulty", "pid": pid})
+            for slot, pid in enumerate(pool.worker_pids())
+        }
+        start = time.monotonic()
+        pool.send_step({0: "sleep 1.5", 1: "look"})
+        first = pool.collect()
+        assert list(first) == [1] and first[1][0] == "echo look"
+        assert time.monotonic() - start < 1.0, "collect() waited for the slow slot"
+        # Slot 1 steps again while slot 0 is still asleep; the blocking step leaves slot 0 in flight.
+        assert pool.step({1: "win"})[1][:3] == ("echo win", 1.0, True)
+        with pytest.raises(ValueError, match=r"slots \[0\] still have a call in flight"):
+            pool.step({0: "look"})
+        assert pool.collect()[0][0] == "echo sleep 1.5"
+        assert pool.collect() == {}
+        with pytest.raises(ValueError, match=r"slots \[1\] have no call to collect"):
+            pool.collect([1])
+
+
+def test_a_worker_runs_queued_calls_in_order_and_times_each_one():
+    with EnvPool(FAULTY, 2, num_workers=1, step_timeout=1.0) as pool:
+        pool.reset({0: (0, None), 1: (1, None)})
+        # Each call gets the full timeout from when it starts, not from when it was sent.
+        pool.send_step({0: "sleep 0.7"})
+        pool.send_step({1: "sleep 0.7"})
+        out = pool.collect([0, 1])
+        assert [out[slot][0] for slot in (0, 1)] == ["echo sleep 0.7"] * 2 and pool.restarts == 0
+        pool.send_step({0: "hang"})
+        pool.send_step({1: "look"})
+        out = pool.collect([0, 1])
+        assert "slot 0's step ran past 1 s" in out[0][4]["env_error"]
+        assert "was replaced" in out[1][4]["env_error"] and pool.restarts == 1
+
+
+def test_in_process_pool_supports_send_and_collect():
+    with EnvPool(FAULTY, 2) as pool:
+        pool.reset({0: (0, None)})
+        pool.send_reset({1: (4, None)})
+        pool.send_step({0: "raise"})
+        assert pool.collect() == {
+            1: ("start 4", {"won": False, "task_id": "4", "task_type": "faulty", "pid": os.getpid()}),
+            0: ("", 0.0, False, True, {"env_error": "RuntimeError: asked to raise"}),
+        }
+
+
 @pytest.mark.alfworld
 def test_alfworld_pool_plays_expert_plans_to_wins(alfworld_data_dir, tmp_path):
     kwargs = {"split": "valid_unseen", "data_dir": str(alfworld_data_dir), "task_types": ["look"], "cache_dir": str(tmp_path)}
