@@ -11,46 +11,13 @@ import pytest
 import torch
 
 from agentpo.commands import train as train_command
-from agentpo.config import Config, config_from_dict
 from agentpo.training.checkpoint import checkpoint_path
-from agentpo.training.logger import read_metrics
 from agentpo.training.trainer import Trainer
+
+from .runs import run_training, tiny_config, without_timing
 
 REPO = Path(__file__).resolve().parents[2]
 STORED_CURVE = Path(__file__).with_name("data") / "tiny_loss_curve.json"
-#: Wall-clock numbers differ between runs; everything else must repeat exactly.
-TIMING_KEYS = ("step_time_s", "tokens_per_s")
-
-
-def tiny_config(run_dir: Path, **sections: dict) -> Config:
-    """A seconds-long Corridor run: 3 tasks x 4 attempts of a one-room corridor, a 32-wide model, no eval or progress bar."""
-    data: dict = {
-        "run_dir": str(run_dir),
-        "model": {"source": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1, "max_turns": 3}},
-        "rollout": {"group_size": 4, "max_turns": 3, "history": 0, "max_new_tokens": 3},
-        "algorithm": {"loss": "holder", "p_schedule": "linear_dec", "p_min": -2.0, "p_max": 2.0, "p_steps": 8},
-        "optim": {"lr": 3e-3},
-        "train": {"steps": 4, "batch_tasks": 3, "minibatches": 2, "seed": 3},
-        "eval": {"tasks": 0},
-        "logging": {"tensorboard": False, "progress": False},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    return config_from_dict(data)
-
-
-def _without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS and not k.startswith("time/")} for r in records]
-
-
-def _run(config: Config, *, resume: bool = False) -> list[dict]:
-    trainer = Trainer(config, resume=resume)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return read_metrics(config.run_dir)
 
 
 def _gradients_after_one_step(run_dir: Path, micro_batch_episodes: int) -> tuple[list[torch.Tensor], float]:
@@ -75,26 +42,26 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path: Path) -> 
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
-def test_resume_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
-    full = _run(tiny_config(tmp_path / "full", train={"checkpoint_every": 2}))
+def test_resume_repeats_the_uninterruptedrun_training(tmp_path: Path) -> None:
+    full = run_training(tiny_config(tmp_path / "full", train={"checkpoint_every": 2}))
     assert [r["step"] for r in full] == [1, 2, 3, 4]
 
     # Interrupted after the step-2 checkpoint: keep only that checkpoint and its metrics, resume.
     interrupted = tiny_config(tmp_path / "cut", train={"checkpoint_every": 2, "steps": 2})
-    _run(interrupted)
+    run_training(interrupted)
     assert checkpoint_path(interrupted.run_dir, 2).is_dir()
-    resumed = _run(tiny_config(tmp_path / "cut", train={"checkpoint_every": 2}), resume=True)
-    assert _without_timing(resumed) == _without_timing(full)
+    resumed = run_training(tiny_config(tmp_path / "cut", train={"checkpoint_every": 2}), resume=True)
+    assert without_timing(resumed) == without_timing(full)
 
 
 def loss_curve(run_dir: Path) -> dict[str, list[float]]:
     """The curves the stored reference keeps, from a fresh tiny run."""
-    records = _run(tiny_config(run_dir))
+    records = run_training(tiny_config(run_dir))
     return {key: [r[key] for r in records] for key in ("loss", "p", "success_rate", "approx_kl")}
 
 
 def test_loss_curve_matches_the_stored_one(tmp_path: Path) -> None:
-    """Regenerate the reference (after a deliberate change) with ``python tests/training/test_trainer.py``."""
+    """Regenerate the reference (after a deliberate change) with ``cd tests && python -m training.test_trainer``."""
     curve = loss_curve(tmp_path)
     stored = json.loads(STORED_CURVE.read_text())
     assert curve["p"] == pytest.approx(stored["p"], abs=1e-9)
