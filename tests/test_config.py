@@ -62,6 +62,13 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({**TINY, "train": {"micro_batch_episodes": 100}}, "train.micro_batch_episodes"),
         ({**TINY, "logging": {"tensorboard": "maybe"}}, "logging.tensorboard"),
         ({**TINY, "optim": {"betas": [0.9]}}, "optim.betas"),
+        ({**TINY, "train": {"recompute_old_logprobs": "sometimes"}}, "train.recompute_old_logprobs"),
+        ({**TINY, "eval": {"tasks": -1}}, "eval.tasks"),
+        ({**TINY, "eval": {"best_metric": "val/mean_steps"}}, "eval.best_metric"),
+        ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"split": "train"}}, "eval.split"),
+        ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"env_kwargs": {"split": "valid_seen"}}}, "eval.env_kwargs"),
+        ({**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime25"]}}, "eval.datasets"),
+        ({**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"best_metric": "val/success_rate"}}, "eval.best_metric"),
     ],
 )
 def test_bad_input_names_the_key(data: dict, key: str) -> None:
@@ -108,3 +115,29 @@ def test_shipped_recipes_load_without_warnings(name: str) -> None:
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.train.minibatches >= 2
     assert config.warnings() == []
+
+
+def test_recompute_setting_reads_yaml_booleans(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  source: tiny\ntrain:\n  recompute_old_logprobs: true\n")
+    assert load_config(path).train.recompute_old_logprobs == "true"
+    assert load_config(path, ["train.recompute_old_logprobs=false"]).train.recompute_old_logprobs == "false"
+    assert load_config(path, ["train.recompute_old_logprobs=auto"]).train.recompute_old_logprobs == "auto"
+
+
+def test_validation_kind_split_and_metrics_follow_the_env() -> None:
+    alfworld = config_from_dict({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}})
+    assert (alfworld.validation_kind, alfworld.validation_split) == ("games", "valid_unseen")
+    assert "val/success_rate/pick2" in alfworld.validation_success_metrics()
+    math = config_from_dict(
+        {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"}}
+    )
+    assert (math.validation_kind, math.validation_split) == ("math", "test")
+    assert math.validation_success_metrics() == ["val/aime24/mean@4", "val/aime24/pass@1", "val/aime24/pass@2", "val/aime24/pass@4"]
+    five = ["aime24", "amc23", "math500", "minerva", "olympiadbench"]
+    average = {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": five, "best_metric": "val/math_average"}}
+    assert config_from_dict({**average, "eval": {**average["eval"], "tasks": -1}}).eval.best_metric == "val/math_average"
+    with pytest.raises(ConfigError, match="eval.best_metric"):  # the average needs every problem of all five
+        config_from_dict(average)
+    corridor = config_from_dict(TINY)
+    assert (corridor.validation_kind, corridor.validation_success_metrics()) == ("seeds", ["val/success_rate"])

@@ -10,10 +10,14 @@ import torch
 
 from agentpo.config import OptimConfig
 from agentpo.training.checkpoint import (
+    best_model_dir,
     checkpoint_path,
+    forget_best_after,
     latest_checkpoint,
     list_checkpoints,
     load_trainer_state,
+    read_best,
+    save_best,
     save_checkpoint,
 )
 from agentpo.training.optim import build_optimizer, build_scheduler
@@ -83,3 +87,28 @@ def test_half_written_checkpoints_are_invisible_and_old_ones_pruned(tmp_path: Pa
     save_checkpoint(tmp_path, 4, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000003", "step_000004"]
     assert (checkpoint_path(tmp_path, 4) / "model" / "model.safetensors").is_file()
+
+
+def test_best_policy_is_replaced_whole_and_outlives_the_rotation(tmp_path: Path) -> None:
+    model, optimizer, scheduler = _setup()
+    assert read_best(tmp_path) is None and best_model_dir(tmp_path) is None
+    save_best(tmp_path, 2, metric="val/success_rate", value=0.5, model=model, tokenizer=_Tokenizer())
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=1)
+    assert read_best(tmp_path) == {"step": 2, "metric": "val/success_rate", "value": 0.5, "path": "best_step_000002"}
+    assert (best_model_dir(tmp_path) / "model.safetensors").is_file()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000003"]
+
+    # A crash while saving a new best leaves a hidden folder; best.json still names the complete old one.
+    (tmp_path / "checkpoints" / ".tmp-best_step_000004").mkdir()
+    assert best_model_dir(tmp_path) == tmp_path / "checkpoints" / "best_step_000002" / "model"
+    save_best(tmp_path, 4, metric="val/success_rate", value=0.75, model=model, tokenizer=_Tokenizer())
+    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert folders == ["best.json", "best_step_000004", "step_000003"]
+    assert read_best(tmp_path)["step"] == 4
+
+    forget_best_after(tmp_path, 4)  # resuming at or after the best step keeps it
+    assert read_best(tmp_path)["step"] == 4
+    forget_best_after(tmp_path, 3)  # resuming before it: the iterations (and the best) are redone
+    assert read_best(tmp_path) is None
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000003"]
