@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM
 from agentpo.config import config_from_dict
 from agentpo.models.tiny import build_tiny_model
 from agentpo.training.checkpoint import best_model_dir, list_checkpoints, read_best
-from agentpo.training.logger import read_metrics
 from agentpo.training.trainer import Trainer
 from agentpo.training.validation import EVAL_DIR
 
