@@ -1,26 +1,36 @@
 """ALFWorld throughput: the raw engine vs agentpo/ALFWorld-v0 in one process vs an EnvPool of 2 workers.
 
-Every case plays the same games (evenly spaced over valid_unseen) in a fresh process, so that
-caches start empty and peak RSS is the case's own:
+Engine cases play the same games (evenly spaced over valid_unseen), each in a fresh process so
+that caches start empty and peak RSS is the case's own:
 
 * ``raw``: the stock engine as alfworld builds it (``textworld.start`` + AlfredDemangler + AlfredInfos),
   one ``start`` per game as alfworld's env does;
 * ``agentpo``: ``agentpo/ALFWorld-v0`` (accelerated engine, translations cached in a fresh directory);
-* ``agentpo, disk cache warm``: the same in a new process after ``agentpo`` filled that directory
-  (what every later run and every pool worker sees);
-* ``agentpo stock engine``: ``agentpo/ALFWorld-v0`` with ``accelerated=False`` (wrapper overhead);
-* ``one process`` vs ``pool of 2``: two envs at a time, stepped in lockstep in one process, or by an
-  EnvPool with 2 workers (translations cached in a fresh directory for each).
+* ``agentpo-warm``: the same in a new process after ``agentpo`` filled that directory (what every
+  later run and every pool worker sees).
 
 A game's first reset loads it (new game); its second reset replays it. Steps follow the walkthrough
-with a ``look`` before each step. Run (takes a few minutes; the machine is shared, so compare ratios)::
+with a ``look`` before each step.
 
-    OMP_NUM_THREADS=1 python benchmarks/env_throughput.py --games 12
+``overhead``: the wrapper's cost per step, in one process, over one engine code path: the accelerated
+engine driven directly vs through ``agentpo/ALFWorld-v0``, game by game, alternating which goes first,
+after a warm-up pass.
+
+Throughput (``--pool-games`` other games, translations already on disk, a warm-up of 2 games per slot
+before the clock starts): two slots played in one process, or in an EnvPool with 2 workers, each slot
+taking the next game as soon as its game ends. ``pool2`` waits for both slots at every call
+(``reset`` / ``step``); ``pool2-async`` hands each slot its next call as soon as that slot answers
+(``send_reset`` / ``send_step`` / ``collect``). The three run ``--repeats`` times in rotating order,
+each repeat in a fresh process; the table gives medians. Run (a few minutes; the machine is shared,
+so compare ratios)::
+
+    OMP_NUM_THREADS=1 python benchmarks/env_throughput.py --games 12 --pool-games 24 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -32,7 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ("raw", "agentpo", "agentpo-warm", "agentpo-stock", "serial2", "pool2")
+ENGINE_CASES = ("raw", "agentpo", "agentpo-warm")
+POOL_CASES = ("serial", "pool2", "pool2-async")
+WARM_UP_GAMES = 4
 
 
 def sample_games(data_dir: str, count: int) -> list[str]:
@@ -52,7 +64,15 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def measure_single(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
+def make_env(game: str, cache_dir: str) -> Any:
+    import gymnasium as gym
+
+    import agentpo.envs  # noqa: F401  (registers the ids)
+
+    return gym.make("agentpo/ALFWorld-v0", game_path=game, cache_dir=cache_dir, max_steps=10_000)
+
+
+def measure_engine(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
     """Plays each game twice (new game, then replay) in this process; times resets and steps."""
     new_game, replay, step_time, steps = [], [], 0.0, 0
     if case == "raw":
@@ -73,14 +93,7 @@ def measure_single(case: str, games: list[str], cache_dir: str) -> dict[str, Any
             replay.append(time.perf_counter() - start)
             engine.close()
     else:
-        import gymnasium as gym
-
-        import agentpo.envs  # noqa: F401
-
-        env = gym.make(
-            "agentpo/ALFWorld-v0", game_path=games[0], cache_dir=cache_dir, accelerated=case != "agentpo-stock",
-            max_steps=10_000,
-        )
+        env = make_env(games[0], cache_dir)
         for game in games:
             start = time.perf_counter()
             env.reset(options={"game_path": game})
@@ -102,58 +115,132 @@ def measure_single(case: str, games: list[str], cache_dir: str) -> dict[str, Any
     }
 
 
-def measure_pair(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
-    """Plays the games two at a time, in lockstep, through an EnvPool (2 workers or in-process)."""
+def measure_overhead(games: list[str], cache_dir: str, repeats: int) -> dict[str, Any]:
+    """Seconds per step of the accelerated engine driven directly vs through agentpo/ALFWorld-v0."""
+    from agentpo.envs.alfworld_engine import start_accelerated_engine
+
+    engine = start_accelerated_engine(games[0], cache_dir=cache_dir)
+    env = make_env(games[0], cache_dir)
+
+    def play_engine(game: str) -> float:
+        engine.load(game)
+        engine.reset()
+        seconds = 0.0
+        for action in actions_of(game):
+            start = time.perf_counter()
+            engine.step(action)
+            seconds += time.perf_counter() - start
+        return seconds
+
+    def play_env(game: str) -> float:
+        env.reset(options={"game_path": game})
+        seconds = 0.0
+        for action in actions_of(game):
+            start = time.perf_counter()
+            env.step(action)
+            seconds += time.perf_counter() - start
+        return seconds
+
+    for game in games:  # warm-up: both paths see every game once before the clock starts
+        play_engine(game)
+        play_env(game)
+    totals = {"engine": 0.0, "env": 0.0}
+    for repeat in range(repeats):
+        for index, game in enumerate(games):
+            order = ("engine", "env") if (index + repeat) % 2 == 0 else ("env", "engine")
+            for who in order:
+                totals[who] += play_engine(game) if who == "engine" else play_env(game)
+    steps = repeats * sum(len(actions_of(game)) for game in games)
+    return {"engine_ms": 1000 * totals["engine"] / steps, "env_ms": 1000 * totals["env"] / steps, "steps": steps}
+
+
+def play_lockstep(pool: Any, games: list[str]) -> int:
+    """Blocking calls: every reset and step waits for all named slots. Returns the env steps taken."""
+    waiting = collections.deque(games)
+    plans: dict[int, collections.deque[str]] = {}
+    steps = 0
+    while waiting or plans:
+        free = [slot for slot in range(pool.num_envs) if slot not in plans][: len(waiting)]
+        starts = {slot: waiting.popleft() for slot in free}
+        if starts:
+            pool.reset({slot: (None, {"game_path": game}) for slot, game in starts.items()})
+            plans.update({slot: collections.deque(actions_of(game)) for slot, game in starts.items()})
+        pool.step({slot: plan.popleft() for slot, plan in plans.items()})
+        steps += len(plans)
+        plans = {slot: plan for slot, plan in plans.items() if plan}
+    return steps
+
+
+def play_async(pool: Any, games: list[str]) -> int:
+    """Each slot gets its next call as soon as it answers. Returns the env steps taken."""
+    waiting = collections.deque(games)
+    plans: dict[int, collections.deque[str]] = {}
+
+    def start_next(slot: int) -> None:
+        game = waiting.popleft()
+        pool.send_reset({slot: (None, {"game_path": game})})
+        plans[slot] = collections.deque(actions_of(game))
+
+    for slot in range(min(pool.num_envs, len(waiting))):
+        start_next(slot)
+    steps = 0
+    while plans:
+        for slot in pool.collect():
+            if plans[slot]:
+                pool.send_step({slot: plans[slot].popleft()})
+                steps += 1
+            elif waiting:
+                start_next(slot)
+            else:
+                del plans[slot]
+    return steps
+
+
+def measure_pool(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
+    """Plays ``games[WARM_UP_GAMES:]`` in two slots after a warm-up on the first ``WARM_UP_GAMES``."""
     from agentpo.envs.pool import EnvPool
 
-    workers = 2 if case == "pool2" else 0
     env_kwargs = {"game_path": games[0], "cache_dir": cache_dir, "max_steps": 10_000}
-    reset_time, step_time, steps = 0.0, 0.0, 0
-    start_all = time.perf_counter()
-    with EnvPool("agentpo/ALFWorld-v0", 2, env_kwargs=env_kwargs, num_workers=workers) as pool:
-        start_up = time.perf_counter() - start_all
-        for first in range(0, len(games) - 1, 2):
-            pair = {0: games[first], 1: games[first + 1]}
-            start = time.perf_counter()
-            pool.reset({slot: (None, {"game_path": game}) for slot, game in pair.items()})
-            reset_time += time.perf_counter() - start
-            plans = {slot: actions_of(game) for slot, game in pair.items()}
-            for turn in range(max(len(p) for p in plans.values())):
-                actions = {slot: plan[turn] for slot, plan in plans.items() if turn < len(plan)}
-                start = time.perf_counter()
-                pool.step(actions)
-                step_time += time.perf_counter() - start
-                steps += len(actions)
-        pids = pool.worker_pids()
-    rss = peak_rss_mib(resource.RUSAGE_CHILDREN) if pids else peak_rss_mib()
+    play = play_lockstep if case == "pool2" else play_async
+    start = time.perf_counter()
+    with EnvPool("agentpo/ALFWorld-v0", 2, env_kwargs=env_kwargs, num_workers=0 if case == "serial" else 2) as pool:
+        start_up = time.perf_counter() - start
+        play(pool, games[:WARM_UP_GAMES])
+        start = time.perf_counter()
+        steps = play(pool, games[WARM_UP_GAMES:])
+        seconds = time.perf_counter() - start
+        workers = pool.num_workers
     return {
-        "pair_reset_s": reset_time / (len(games) // 2),
-        "steps_per_s": steps / step_time,
-        "episodes_per_s": 2 * (len(games) // 2) / (reset_time + step_time),
+        "episodes_per_s": (len(games) - WARM_UP_GAMES) / seconds,
+        "steps_per_s": steps / seconds,
         "start_up_s": start_up,
-        "peak_rss_mib": rss,
+        "peak_rss_mib": peak_rss_mib(resource.RUSAGE_CHILDREN) if workers else peak_rss_mib(),
     }
 
 
-def run_case(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
+def run_child(case: str, games: list[str], cache_dir: str, repeats: int = 1) -> dict[str, Any]:
     """Runs one case in a fresh Python process and returns its measurements."""
     out = subprocess.run(
-        [sys.executable, __file__, "--case", case, "--cache-dir", cache_dir, "--game-list", json.dumps(games)],
+        [sys.executable, __file__, "--case", case, "--cache-dir", cache_dir, "--game-list", json.dumps(games),
+         "--repeats", str(repeats)],
         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(results: dict[str, dict[str, Any]], games: int) -> str:
-    raw, fast, warm, stock = results["raw"], results["agentpo"], results["agentpo-warm"], results["agentpo-stock"]
-    serial, pool = results["serial2"], results["pool2"]
+def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: dict[str, list[dict[str, Any]]],
+          games: int, pool_games: int, loads: list[float]) -> str:
+    raw, fast, warm = engines["raw"], engines["agentpo"], engines["agentpo-warm"]
     rows = [
         "| case | new game: reset (s) | replay: reset (s) | steps/s | peak RSS (MiB) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for label, r in (
         ("raw engine (alfworld's stack)", raw),
-        ("agentpo/ALFWorld-v0, stock engine", stock),
         ("agentpo/ALFWorld-v0 (accelerated)", fast),
         ("agentpo/ALFWorld-v0, disk cache warm", warm),
     ):
@@ -162,47 +249,85 @@ def table(results: dict[str, dict[str, Any]], games: int) -> str:
         )
     rows += [
         "",
-        "| two envs in lockstep | reset of a pair (s) | env steps/s | episodes/s | peak RSS (MiB) |",
-        "| --- | --- | --- | --- | --- |",
-        f"| one process | {serial['pair_reset_s']:.3f} | {serial['steps_per_s']:.1f} | {serial['episodes_per_s']:.3f} "
-        f"| {serial['peak_rss_mib']:.0f} |",
-        f"| EnvPool, 2 workers | {pool['pair_reset_s']:.3f} | {pool['steps_per_s']:.1f} | {pool['episodes_per_s']:.3f} "
-        f"| {pool['peak_rss_mib']:.0f} per worker (largest) |",
+        "| accelerated engine, per step | ms/step |",
+        "| --- | --- |",
+        f"| driven directly | {overhead['engine_ms']:.3f} |",
+        f"| through agentpo/ALFWorld-v0 | {overhead['env_ms']:.3f} |",
         "",
-        f"Ratios ({games} valid_unseen games):",
+        f"| two slots, {pool_games} games (median of {len(pools['serial'])}) | episodes/s | env steps/s "
+        "| start-up (s) | peak RSS (MiB) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    medians = {case: median_of(runs) for case, runs in pools.items()}
+    for label, case in (
+        ("one process", "serial"),
+        ("EnvPool, 2 workers, reset/step", "pool2"),
+        ("EnvPool, 2 workers, send/collect", "pool2-async"),
+    ):
+        m = medians[case]
+        rss = f"{m['peak_rss_mib']:.0f}" + (" per worker (largest)" if case != "serial" else "")
+        rows.append(f"| {label} | {m['episodes_per_s']:.2f} | {m['steps_per_s']:.1f} | {m['start_up_s']:.2f} | {rss} |")
+    serial = medians["serial"]
+    rows += [
+        "",
+        f"Ratios ({games} valid_unseen games for the engine rows; load average {loads[0]:.1f} at the start, "
+        f"{loads[1]:.1f} at the end):",
         f"- accelerated vs raw: steps {fast['steps_per_s'] / raw['steps_per_s']:.1f}x faster; new-game reset "
         f"{raw['new_game_s'] / fast['new_game_s']:.1f}x, with a warm disk cache {raw['new_game_s'] / warm['new_game_s']:.1f}x; "
         f"replay reset {raw['replay_s'] / fast['replay_s']:.1f}x",
-        f"- wrapper overhead (agentpo stock engine vs raw), per step: "
-        f"{100 * (raw['steps_per_s'] / stock['steps_per_s'] - 1):+.1f}%",
-        f"- pool of 2 vs one process: {pool['episodes_per_s'] / serial['episodes_per_s']:.2f}x episodes/s, "
-        f"{pool['steps_per_s'] / serial['steps_per_s']:.2f}x steps/s",
+        f"- wrapper overhead per step (same engine, interleaved, {overhead['steps']} steps each): "
+        f"{100 * (overhead['env_ms'] / overhead['engine_ms'] - 1):+.1f}%",
     ]
+    for label, case in (("reset/step", "pool2"), ("send/collect", "pool2-async")):
+        per_repeat = [p["episodes_per_s"] / s["episodes_per_s"] for p, s in zip(pools[case], pools["serial"])]
+        rows.append(
+            f"- pool of 2 ({label}) vs one process: {medians[case]['episodes_per_s'] / serial['episodes_per_s']:.2f}x "
+            f"episodes/s, {medians[case]['steps_per_s'] / serial['steps_per_s']:.2f}x steps/s "
+            f"(per repeat: {', '.join(f'{r:.2f}x' for r in per_repeat)})"
+        )
     return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--games", type=int, default=12, help="valid_unseen games to play (even, default 12)")
+    parser.add_argument("--games", type=int, default=12, help="valid_unseen games for the engine cases (default 12)")
+    parser.add_argument("--pool-games", type=int, default=24, help="games for the throughput cases (default 24)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead and throughput cases")
     parser.add_argument("--data-dir", default=os.environ.get("ALFWORLD_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "alfworld")))
-    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=(*ENGINE_CASES, "overhead", *POOL_CASES), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--game-list", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:  # a child process: measure one case, print JSON
         games = json.loads(args.game_list)
-        measure = measure_pair if args.case in ("serial2", "pool2") else measure_single
-        print(json.dumps(measure(args.case, games, args.cache_dir)))
+        if args.case == "overhead":
+            result = measure_overhead(games, args.cache_dir, args.repeats)
+        elif args.case in POOL_CASES:
+            result = measure_pool(args.case, games, args.cache_dir)
+        else:
+            result = measure_engine(args.case, games, args.cache_dir)
+        print(json.dumps(result))
         return
+    loads = [os.getloadavg()[0]]
     games = sample_games(args.data_dir, args.games)
-    results: dict[str, dict[str, Any]] = {}
+    pool_games = [g for g in sample_games(args.data_dir, args.pool_games + WARM_UP_GAMES + len(games)) if g not in games]
+    pool_games = pool_games[-WARM_UP_GAMES:] + pool_games[: args.pool_games]
     with tempfile.TemporaryDirectory() as root:
-        caches = {case: str(Path(root) / case) for case in CASES}
-        caches["agentpo-warm"] = caches["agentpo"]  # runs after "agentpo" filled it
-        for case in CASES:
-            results[case] = run_case(case, games, caches[case])
-            print(f"{case}: {results[case]}", file=sys.stderr, flush=True)
-    print(table(results, len(games)))
+        engines = {}
+        for case in ENGINE_CASES:
+            engines[case] = run_child(case, games, str(Path(root) / "cache"))
+            print(f"{case}: {engines[case]}", file=sys.stderr, flush=True)
+        overhead = run_child("overhead", games, str(Path(root) / "cache"), args.repeats)
+        print(f"overhead: {overhead}", file=sys.stderr, flush=True)
+        run_child("serial", pool_games, str(Path(root) / "cache"))  # untimed: puts the pool games' translations on disk
+        pools: dict[str, list[dict[str, Any]]] = {case: [] for case in POOL_CASES}
+        for repeat in range(args.repeats):
+            for shift in range(len(POOL_CASES)):
+                case = POOL_CASES[(repeat + shift) % len(POOL_CASES)]
+                pools[case].append(run_child(case, pool_games, str(Path(root) / "cache")))
+                print(f"{case} #{repeat}: {pools[case][-1]}", file=sys.stderr, flush=True)
+    loads.append(os.getloadavg()[0])
+    print(table(engines, overhead, pools, len(games), args.pool_games, loads))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Each case plays the same games with the real runner (:func:`agentpo.evaluation.e
 * ``pool 2×2``: 2 workers, 2 games at a time, cache warm;
 * ``pool 2×4``: 2 workers, 4 games at a time (each worker alternates between two games), cache warm.
 
-Run (the machine is shared: compare the ratios, not the absolute numbers)::
+The cold case runs once; the warm cases run ``--repeats`` times in rotating order (so a change in
+machine load hits them alike) and the table gives each one's median. Run (the machine is shared:
+compare the ratios, not the absolute numbers)::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py            # all 134 valid_unseen games
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py --limit 24 # a quick look
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("ALFWORLD_DATA", "../shared/alfworld"))
     parser.add_argument("--split", default="valid_unseen")
     parser.add_argument("--limit", type=int, help="play only the first N games of the stratified order")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each warm-cache case (default 3)")
     args = parser.parse_args()
 
     cache = tempfile.mkdtemp(prefix="agentpo-eval-bench-")
@@ -71,20 +75,27 @@ def main() -> None:
         env_id=ENV_ID, split=args.split, policy="expert", seeds=(0,), max_steps=50, limit=args.limit
     )
 
-    rows = []
-    for case in CASES:
-        env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": 50, "cache_dir": cache}
+    env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": 50, "cache_dir": cache}
+    cold, *warm = CASES
+    runs: dict[str, list[tuple[float, int, int]]] = {case.name: [] for case in CASES}
+    schedule = [cold] + [warm[(repeat + shift) % len(warm)] for repeat in range(args.repeats) for shift in range(len(warm))]
+    for case in schedule:
         seconds, played, won = run_case(case, game_paths, env_kwargs, settings)
-        rate = played / seconds
-        rows.append((case.name, played, won, seconds, rate))
-        print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {rate:.2f} games/s", flush=True)
+        runs[case.name].append((seconds, played, won))
+        print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {played / seconds:.2f} games/s", flush=True)
 
-    baseline = next(rate for name, *_, rate in rows if name == "in-process 1")
-    print()
-    print("| case | games | won | seconds | games/s | vs in-process |")
+    medians = {name: statistics.median(seconds for seconds, _, _ in results) for name, results in runs.items()}
+    baseline = medians["in-process 1"]
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    print("| case | games | won (worst run) | median seconds | games/s | vs in-process |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, played, won, seconds, rate in rows:
-        print(f"| {name} | {played} | {won} | {seconds:.1f} | {rate:.2f} | {rate / baseline:.2f}× |")
+    for case in CASES:
+        played = runs[case.name][0][1]
+        won = min(w for _, _, w in runs[case.name])
+        print(
+            f"| {case.name} | {played} | {won} | {medians[case.name]:.1f} | {played / medians[case.name]:.2f} "
+            f"| {baseline / medians[case.name]:.2f}× |"
+        )
 
 
 if __name__ == "__main__":
