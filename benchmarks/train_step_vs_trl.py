@@ -10,7 +10,7 @@ Equal work on both sides:
 - one optimizer step per rollout batch: TRL's defaults (``num_iterations=1``, one generation per
   optimizer step) take pi_old as the detached current log-probs, so agentpo runs with one minibatch,
   one epoch and the engine's sampling log-probs as pi_old (``train.minibatches=1``,
-  ``train.recompute_old_logprobs=false``). agentpo's default (K=2 minibatches, pi_old recomputed)
+  ``train.recompute_old_logprobs=false``). agentpo with K=2 minibatches and pi_old recomputed
   makes two optimizer steps per batch and is reported in its own row for reference.
 
 TRL runs with its defaults, which include gradient checkpointing (one more forward pass per
@@ -49,12 +49,15 @@ def agentpo_config(run_dir: Path, size: tuple[int, int, int], *, fair: bool) -> 
     """A run on one-room corridors: each episode is one prompt and one 32-token response.
 
     ``fair``: one optimizer step per batch with the engine's log-probs as pi_old (TRL's defaults);
-    else agentpo's defaults (K=2 minibatches, pi_old recomputed by the trainer).
+    else K=2 minibatches with pi_old recomputed by a trainer forward pass (``recompute_old_logprobs=true``;
+    the default ``auto`` skips that pass when the engine's log-probs are exact).
     """
     hidden, layers, heads = size
     train = {"steps": 10_000, "batch_tasks": PROMPTS}
     if fair:
         train |= {"minibatches": 1, "recompute_old_logprobs": False}
+    else:
+        train |= {"minibatches": 2, "recompute_old_logprobs": True}
     return {
         "run_dir": str(run_dir),
         "model": {"source": "tiny", "tiny": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads}},
@@ -242,7 +245,7 @@ def main() -> None:
     print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
           f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}")
     print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
-          "| agentpo default (K=2, recompute) | TRL / agentpo default | bare-loop floor |")
+          "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor |")
     print("|---|---|---|---|---|---|---|")
     for (hidden, layers, _), trl, fair, default, floor in rows:
         print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} "
