@@ -16,15 +16,16 @@ with a ``look`` before each step.
 engine driven directly vs through ``agentpo/ALFWorld-v0``, game by game, alternating which goes first,
 after a warm-up pass.
 
-Throughput (``--pool-games`` other games, translations already on disk, a warm-up of 2 games per slot
-before the clock starts): two slots played in one process, or in an EnvPool with 2 workers, each slot
-taking the next game as soon as its game ends. ``pool2`` waits for both slots at every call
-(``reset`` / ``step``); ``pool2-async`` hands each slot its next call as soon as that slot answers
-(``send_reset`` / ``send_step`` / ``collect``). The three run ``--repeats`` times in rotating order,
-each repeat in a fresh process; the table gives medians. Run (a few minutes; the machine is shared,
-so compare ratios)::
+Throughput (``--pool-games`` other games, translations already on disk, a warm-up on 4 games before
+the clock starts, walkthroughs read beforehand): two slots played in one process, or in an EnvPool
+with 2 workers, each slot taking the next game as soon as its game ends. ``pool2`` waits for both
+slots at every call (``reset`` / ``step``); ``pool2-async`` hands each slot its next call as soon as
+that slot answers (``send_reset`` / ``send_step`` / ``collect``); ``pool2x4-async`` does the same with
+two slots per worker, so each worker has a call queued while the parent handles the last answer.
+The cases run ``--repeats`` times in rotating order, each run in a fresh process; the table gives
+medians. Run (a few minutes; the machine is shared, so compare ratios)::
 
-    OMP_NUM_THREADS=1 python benchmarks/env_throughput.py --games 12 --pool-games 24 --repeats 3
+    OMP_NUM_THREADS=1 python benchmarks/env_throughput.py --games 12 --pool-games 48 --repeats 3
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 ENGINE_CASES = ("raw", "agentpo", "agentpo-warm")
-POOL_CASES = ("serial", "pool2", "pool2-async")
+POOL_CASES = ("serial", "pool2", "pool2-async", "pool2x4-async")
 WARM_UP_GAMES = 4
 
 
@@ -144,6 +145,18 @@ def measure_overhead(games: list[str], cache_dir: str, repeats: int) -> dict[str
     for game in games:  # warm-up: both paths see every game once before the clock starts
         play_engine(game)
         play_env(game)
+    # Inside the env, time its own engine's steps too: env time minus that is the wrapper's own code.
+    inner_engine = env.unwrapped._engine
+    engine_step = inner_engine.step
+    inside = [0.0]
+
+    def timed_step(command: str) -> Any:
+        start = time.perf_counter()
+        result = engine_step(command)
+        inside[0] += time.perf_counter() - start
+        return result
+
+    inner_engine.step = timed_step
     totals = {"engine": 0.0, "env": 0.0}
     for repeat in range(repeats):
         for index, game in enumerate(games):
@@ -151,10 +164,15 @@ def measure_overhead(games: list[str], cache_dir: str, repeats: int) -> dict[str
             for who in order:
                 totals[who] += play_engine(game) if who == "engine" else play_env(game)
     steps = repeats * sum(len(actions_of(game)) for game in games)
-    return {"engine_ms": 1000 * totals["engine"] / steps, "env_ms": 1000 * totals["env"] / steps, "steps": steps}
+    return {
+        "engine_ms": 1000 * totals["engine"] / steps,
+        "env_ms": 1000 * totals["env"] / steps,
+        "env_engine_ms": 1000 * inside[0] / steps,
+        "steps": steps,
+    }
 
 
-def play_lockstep(pool: Any, games: list[str]) -> int:
+def play_lockstep(pool: Any, games: list[str], plans_of: dict[str, list[str]]) -> int:
     """Blocking calls: every reset and step waits for all named slots. Returns the env steps taken."""
     waiting = collections.deque(games)
     plans: dict[int, collections.deque[str]] = {}
@@ -164,14 +182,14 @@ def play_lockstep(pool: Any, games: list[str]) -> int:
         starts = {slot: waiting.popleft() for slot in free}
         if starts:
             pool.reset({slot: (None, {"game_path": game}) for slot, game in starts.items()})
-            plans.update({slot: collections.deque(actions_of(game)) for slot, game in starts.items()})
+            plans.update({slot: collections.deque(plans_of[game]) for slot, game in starts.items()})
         pool.step({slot: plan.popleft() for slot, plan in plans.items()})
         steps += len(plans)
         plans = {slot: plan for slot, plan in plans.items() if plan}
     return steps
 
 
-def play_async(pool: Any, games: list[str]) -> int:
+def play_async(pool: Any, games: list[str], plans_of: dict[str, list[str]]) -> int:
     """Each slot gets its next call as soon as it answers. Returns the env steps taken."""
     waiting = collections.deque(games)
     plans: dict[int, collections.deque[str]] = {}
@@ -179,7 +197,7 @@ def play_async(pool: Any, games: list[str]) -> int:
     def start_next(slot: int) -> None:
         game = waiting.popleft()
         pool.send_reset({slot: (None, {"game_path": game})})
-        plans[slot] = collections.deque(actions_of(game))
+        plans[slot] = collections.deque(plans_of[game])
 
     for slot in range(min(pool.num_envs, len(waiting))):
         start_next(slot)
@@ -197,17 +215,19 @@ def play_async(pool: Any, games: list[str]) -> int:
 
 
 def measure_pool(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
-    """Plays ``games[WARM_UP_GAMES:]`` in two slots after a warm-up on the first ``WARM_UP_GAMES``."""
+    """Plays ``games[WARM_UP_GAMES:]`` after a warm-up on the first ``WARM_UP_GAMES`` (plans read beforehand)."""
     from agentpo.envs.pool import EnvPool
 
     env_kwargs = {"game_path": games[0], "cache_dir": cache_dir, "max_steps": 10_000}
     play = play_lockstep if case == "pool2" else play_async
+    plans_of = {game: actions_of(game) for game in games}
+    slots = 4 if case == "pool2x4-async" else 2
     start = time.perf_counter()
-    with EnvPool("agentpo/ALFWorld-v0", 2, env_kwargs=env_kwargs, num_workers=0 if case == "serial" else 2) as pool:
+    with EnvPool("agentpo/ALFWorld-v0", slots, env_kwargs=env_kwargs, num_workers=0 if case == "serial" else 2) as pool:
         start_up = time.perf_counter() - start
-        play(pool, games[:WARM_UP_GAMES])
+        play(pool, games[:WARM_UP_GAMES], plans_of)
         start = time.perf_counter()
-        steps = play(pool, games[WARM_UP_GAMES:])
+        steps = play(pool, games[WARM_UP_GAMES:], plans_of)
         seconds = time.perf_counter() - start
         workers = pool.num_workers
     return {
@@ -253,16 +273,18 @@ def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: d
         "| --- | --- |",
         f"| driven directly | {overhead['engine_ms']:.3f} |",
         f"| through agentpo/ALFWorld-v0 | {overhead['env_ms']:.3f} |",
+        f"| (of which its engine's step) | {overhead['env_engine_ms']:.3f} |",
         "",
-        f"| two slots, {pool_games} games (median of {len(pools['serial'])}) | episodes/s | env steps/s "
+        f"| {pool_games} games (median of {len(pools['serial'])} runs) | episodes/s | env steps/s "
         "| start-up (s) | peak RSS (MiB) |",
         "| --- | --- | --- | --- | --- |",
     ]
     medians = {case: median_of(runs) for case, runs in pools.items()}
     for label, case in (
-        ("one process", "serial"),
-        ("EnvPool, 2 workers, reset/step", "pool2"),
-        ("EnvPool, 2 workers, send/collect", "pool2-async"),
+        ("one process, 2 slots", "serial"),
+        ("EnvPool, 2 workers x 1 slot, reset/step", "pool2"),
+        ("EnvPool, 2 workers x 1 slot, send/collect", "pool2-async"),
+        ("EnvPool, 2 workers x 2 slots, send/collect", "pool2x4-async"),
     ):
         m = medians[case]
         rss = f"{m['peak_rss_mib']:.0f}" + (" per worker (largest)" if case != "serial" else "")
@@ -276,9 +298,11 @@ def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: d
         f"{raw['new_game_s'] / fast['new_game_s']:.1f}x, with a warm disk cache {raw['new_game_s'] / warm['new_game_s']:.1f}x; "
         f"replay reset {raw['replay_s'] / fast['replay_s']:.1f}x",
         f"- wrapper overhead per step (same engine, interleaved, {overhead['steps']} steps each): "
-        f"{100 * (overhead['env_ms'] / overhead['engine_ms'] - 1):+.1f}%",
+        f"{100 * (overhead['env_ms'] / overhead['engine_ms'] - 1):+.1f}% end to end; the wrapper's own code "
+        f"{1000 * (overhead['env_ms'] - overhead['env_engine_ms']):.0f} us per step = "
+        f"{100 * (overhead['env_ms'] / overhead['env_engine_ms'] - 1):.1f}% of its engine's step",
     ]
-    for label, case in (("reset/step", "pool2"), ("send/collect", "pool2-async")):
+    for label, case in (("reset/step", "pool2"), ("send/collect", "pool2-async"), ("2 slots each, send/collect", "pool2x4-async")):
         per_repeat = [p["episodes_per_s"] / s["episodes_per_s"] for p, s in zip(pools[case], pools["serial"])]
         rows.append(
             f"- pool of 2 ({label}) vs one process: {medians[case]['episodes_per_s'] / serial['episodes_per_s']:.2f}x "
@@ -291,7 +315,7 @@ def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--games", type=int, default=12, help="valid_unseen games for the engine cases (default 12)")
-    parser.add_argument("--pool-games", type=int, default=24, help="games for the throughput cases (default 24)")
+    parser.add_argument("--pool-games", type=int, default=48, help="games for the throughput cases (default 48)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead and throughput cases")
     parser.add_argument("--data-dir", default=os.environ.get("ALFWORLD_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "alfworld")))
     parser.add_argument("--case", choices=(*ENGINE_CASES, "overhead", *POOL_CASES), help=argparse.SUPPRESS)
