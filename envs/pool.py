@@ -11,7 +11,8 @@ parallelism, no timeouts; right for envs that step in microseconds).
 
 ``reset`` and ``step`` wait for every slot they name. To keep both cores busy when slots finish at
 different times (a long reset next to short steps, episodes of different lengths), start calls with
-``send_reset`` / ``send_step`` and take results with ``collect`` as they arrive::
+``send_reset`` / ``send_step`` and take results with ``collect`` as they arrive (an in-process pool
+runs each call when it is sent)::
 
     pool.send_reset({0: (None, None), 1: (None, None)})
     while True:
