@@ -104,8 +104,9 @@ class _LiveGame:
 class PoolAgent:
     """Plays a :class:`StepPolicy` over many games at once through an :class:`EnvPool`.
 
-    Every free slot of the pool is reset to the next waiting game, all active slots step together,
-    and a game's result is yielded the moment it ends (won, lost, turn limit, or its worker died).
+    Every slot is reset to the next waiting game as soon as it is free and stepped as soon as it
+    answers (``send_reset`` / ``send_step`` / ``collect``), so no slot waits on another's reset; a
+    game's result is yielded the moment it ends (won, lost, turn limit, or its worker died).
     """
 
     pool: EnvPool
@@ -113,42 +114,62 @@ class PoolAgent:
 
     def play(self, runs: Sequence[GameRun]) -> Iterator[GameResult]:
         waiting = deque(runs)
+        starting: dict[int, GameRun] = {}  # slot -> the run whose reset is in flight
         live: dict[int, _LiveGame] = {}
-        while waiting or live:
-            free = [slot for slot in range(self.pool.num_envs) if slot not in live]
-            starts = {slot: waiting.popleft() for slot in free[: len(waiting)]}
-            if starts:
-                requests = {slot: (run.seed, {"game_path": run.game_path}) for slot, run in starts.items()}
-                for slot, (observation, info) in self.pool.reset(requests).items():
-                    run = starts[slot]
-                    if info.get("env_error"):
-                        yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
+
+        def start(slot: int) -> None:
+            run = starting[slot] = waiting.popleft()
+            self.pool.send_reset({slot: (run.seed, {"game_path": run.game_path})})
+
+        for slot in range(min(self.pool.num_envs, len(waiting))):
+            start(slot)
+        try:
+            # Each slot gets its next call as soon as it answers, so a reset never holds up other slots' steps.
+            while starting or live:
+                for slot, result in self.pool.collect().items():
+                    if slot in starting:
+                        run = starting.pop(slot)
+                        observation, info = result
+                        if info.get("env_error"):
+                            yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
+                        else:
+                            live[slot] = _LiveGame(run, observation, info, run_rng(run))
                     else:
-                        live[slot] = _LiveGame(run, observation, info, run_rng(run))
-            if not live:
-                continue
-            actions = {slot: self.policy.act(game.observation, game.info, game.rng) for slot, game in live.items()}
-            for slot, (observation, reward, terminated, truncated, info) in self.pool.step(actions).items():
-                game = live[slot]
-                game.steps += 1
-                game.invalid_actions += int(bool(info.get("invalid_action", False)))
-                game.reward += float(reward)
-                game.won = bool(info.get("won", False))
-                game.observation, game.info = observation, info
-                if info.get("env_error"):
-                    del live[slot]
-                    yield _crashed(game.run, game.steps, game.invalid_actions, str(info["env_error"]))
-                elif terminated or truncated:
-                    del live[slot]
-                    yield GameResult(
-                        game=game.run.game,
-                        task_type=game.run.task_type,
-                        seed=game.run.seed,
-                        won=game.won,
-                        steps=game.steps,
-                        invalid_actions=game.invalid_actions,
-                        reward=game.reward,
-                    )
+                        finished = self._record_step(live[slot], result)
+                        if finished is not None:
+                            del live[slot]
+                            yield finished
+                    if slot in live:
+                        game = live[slot]
+                        self.pool.send_step({slot: self.policy.act(game.observation, game.info, game.rng)})
+                    elif waiting:
+                        start(slot)
+        finally:
+            while self.pool.collect():  # a consumer that stops early leaves no call in flight
+                pass
+
+    @staticmethod
+    def _record_step(game: _LiveGame, result: tuple[str, float, bool, bool, Mapping[str, Any]]) -> GameResult | None:
+        """Adds one step to ``game``; its result once the game is over (won, lost, turn limit, env error)."""
+        observation, reward, terminated, truncated, info = result
+        game.steps += 1
+        game.invalid_actions += int(bool(info.get("invalid_action", False)))
+        game.reward += float(reward)
+        game.won = bool(info.get("won", False))
+        game.observation, game.info = observation, info
+        if info.get("env_error"):
+            return _crashed(game.run, game.steps, game.invalid_actions, str(info["env_error"]))
+        if terminated or truncated:
+            return GameResult(
+                game=game.run.game,
+                task_type=game.run.task_type,
+                seed=game.run.seed,
+                won=game.won,
+                steps=game.steps,
+                invalid_actions=game.invalid_actions,
+                reward=game.reward,
+            )
+        return None
 
 
 def _crashed(run: GameRun, steps: int, invalid_actions: int, error: str) -> GameResult:
