@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -18,6 +19,12 @@ SHARED = REPO_ROOT.parent / "shared"
 # Several processes share 2 cores in the suite (env workers, engines): one thread each keeps torch stable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# CI replays the same property-test examples on every run, so a red CI means a regression rather than
+# a newly drawn example; local runs keep exploring fresh ones (and remember failures in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _data_root(env_var: str, default: Path, required_subdir: str = ".") -> Path | None:
