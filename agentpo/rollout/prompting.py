@@ -29,6 +29,7 @@ Literal braces in ``first``/``next``/``followup``/``history_entry`` are written 
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import string
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from transformers import PreTrainedTokenizerBase
 from agentpo.rollout.parsing import PARSERS
 
 #: Where the built-in templates live (the repository's top-level ``prompts/`` folder).
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS_DIR = Path(str(importlib.resources.files("agentpo.prompts")))
 
 #: The built-in template each built-in env uses unless told otherwise.
 DEFAULT_PROMPTS: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""Prompt templates, one YAML file per environment; installed as the package data of ``agentpo.prompts``."""
