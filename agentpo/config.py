@@ -291,6 +291,9 @@ class TrainConfig:
         "auto: recompute unless those are exact (the embedded fp32 engine sampling from the trained module, no bf16)",
     )
     bf16: bool = option(False, "bf16 autocast for forward passes where the hardware supports it")
+    share_prefix: bool = option(
+        True, "training forward passes run a prompt prefix shared by several rows (a group's attempts) once"
+    )
     lora: LoraConfig = section(LoraConfig, "LoRA adapters via peft")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where the policy trains (auto: cuda if available)")
     num_threads: int = option(1, "torch compute threads (1 when several processes share the cores)")

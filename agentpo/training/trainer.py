@@ -332,6 +332,7 @@ class Trainer:
                     temperature=config.rollout.temperature,
                     with_entropy=True,
                     from_column=first_action_column(mb.action_mask),
+                    share_prefix=config.train.share_prefix,
                 )
             loss, loss_metrics = self.loss_fn(
                 PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
@@ -372,6 +373,7 @@ class Trainer:
                     batch.attention_mask[rows, cols],
                     temperature=self.config.rollout.temperature,
                     from_column=first_action_column(batch.action_mask[rows, cols]),
+                    share_prefix=self.config.train.share_prefix,
                 )
             out[rows, cols] = logprobs * batch.action_mask[rows, cols]
         return out
