@@ -29,6 +29,8 @@ Literal braces in ``first``/``next``/``followup``/``history_entry`` are written 
 
 from __future__ import annotations
 
+import functools
+
 import importlib.resources
 import re
 import string
@@ -166,6 +168,8 @@ class PromptBuilder:
             raise ValueError("the tokenizer has no chat_template: prompts are rendered as chat messages")
         self.template = template
         self.tokenizer = tokenizer
+        # A group's G attempts open with the same prompt: render and tokenize each distinct one once.
+        self._render_cached = functools.lru_cache(maxsize=1024)(self._render_messages)
 
     def first_prompt(self, task: str, observation: str, admissible: Sequence[str] | None) -> list[int]:
         """Token ids of turn 0's prompt, ending with the assistant header."""
@@ -230,8 +234,12 @@ class PromptBuilder:
         return [{"role": "system", "content": self.template.system}] if self.template.system else []
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self._encode(text)
+        return list(self._render_cached(tuple((m["role"], m["content"]) for m in messages)))
+
+    def _render_messages(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
+        chat = [{"role": role, "content": content} for role, content in messages]
+        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return tuple(self._encode(text))
 
     def _encode(self, text: str) -> list[int]:
         # The rendered template already holds every special token it wants (BOS included).
