@@ -17,7 +17,10 @@ TRL runs with its defaults, which include gradient checkpointing (one more forwa
 step, to save memory); ``--trl-no-checkpointing`` turns it off for the strictest comparison. A
 "floor" row times a bare loop doing the same arithmetic with no bookkeeping at all: a KV-cache
 sampling loop, one forward/backward of the sampled tokens and one AdamW step (see
-:func:`bare_step`), so the table shows how far above the arithmetic each side sits.
+:func:`bare_step`), so the table shows how far above the arithmetic each side sits. The
+"arithmetic bound" is the FLOPs of the linear layers in agentpo's step (:func:`step_matmul_flops`)
+at this core's best fp32 GEMM rate: no implementation that trains on the same tokens can be faster,
+so TRL / bound caps the lead any such implementation could have over TRL.
 
 The sides alternate step by step in one process: TRL's callback times each of its steps and then
 runs one step of each other side, so machine noise hits all alike. The first step of each side
@@ -128,6 +131,37 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompt_i
     optimizer.step()
 
 
+def step_matmul_flops(config, prompt_tokens: int) -> float:
+    """FLOPs of the linear layers in agentpo's step (one optimizer step, engine log-probs as pi_old).
+
+    Generation: each distinct prompt prefilled once, then NEW_TOKENS - 1 decode positions per row.
+    Training: the shared prompt prefix once per group (all but its last token), the last prompt
+    token and the response per row; backward costs twice the forward. The output layer counts only
+    where logits are used. Attention scores and element-wise ops are left out (~2% here), so this is
+    a lower bound on the arithmetic of any implementation that trains on the same tokens.
+    """
+    head_dim = config.hidden_size // config.num_attention_heads
+    hidden, kv = config.hidden_size, config.num_key_value_heads * head_dim
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * config.intermediate_size
+    body, head = 2 * config.num_hidden_layers * per_layer, 2 * hidden * config.vocab_size
+    rows = PROMPTS * SAMPLES
+    generate = (PROMPTS * prompt_tokens + rows * (NEW_TOKENS - 1)) * body + rows * NEW_TOKENS * head
+    forward = (PROMPTS * (prompt_tokens - 1) + rows * (NEW_TOKENS + 1)) * body + rows * NEW_TOKENS * head
+    return generate + 3 * forward
+
+
+def best_gemm_flops_per_s(repeats: int = 20) -> float:
+    """The best fp32 matrix-multiply rate of this core (1024^3 GEMM, best of ``repeats``), in FLOP/s."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024**3 / best
+
+
 @dataclass
 class Timings:
     """Seconds per step of each side, and the response lengths each side generated."""
@@ -138,6 +172,7 @@ class Timings:
     floor: list[float]
     trl_lengths: list[int]
     our_lengths: list[float]
+    flops: float = 0.0  # linear-layer FLOPs of agentpo's step, see step_matmul_flops
 
 
 def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> Timings:
@@ -171,6 +206,7 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
             tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts[:PROMPTS]
         ]
         floor_prompts = torch.tensor(tokenizer(texts, add_special_tokens=False).input_ids)
+        timings.flops = step_matmul_flops(floor_model.config, floor_prompts.shape[1])
         floor_prompts = floor_prompts.repeat_interleave(SAMPLES, dim=0)
         trl_args = GRPOConfig(
             output_dir=str(Path(scratch) / "trl"),
@@ -233,23 +269,27 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    gemm_rate = best_gemm_flops_per_s()
 
     rows = []
     for size in MODEL_SIZES:
         t = measure(size, args.steps, trl_checkpointing=not args.trl_no_checkpointing)
         if set(t.trl_lengths) != {NEW_TOKENS} or set(t.our_lengths) != {NEW_TOKENS}:
             raise RuntimeError(f"unequal work: TRL lengths {set(t.trl_lengths)}, agentpo {set(t.our_lengths)}")
-        rows.append((size, *(statistics.median(x[1:]) for x in (t.trl, t.fair, t.default, t.floor))))
+        rows.append((size, *(statistics.median(x[1:]) for x in (t.trl, t.fair, t.default, t.floor)), t.flops))
 
     checkpointing = "off" if args.trl_no_checkpointing else "on (its default)"
     print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
           f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}")
+    print(f"arithmetic bound: agentpo's linear-layer FLOPs at this core's best fp32 GEMM rate "
+          f"({gemm_rate / 1e9:.0f} GFLOP/s, 1024^3); TRL / bound caps any such implementation's lead over TRL")
     print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
-          "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor |")
-    print("|---|---|---|---|---|---|---|")
-    for (hidden, layers, _), trl, fair, default, floor in rows:
+          "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor | arithmetic bound | TRL / bound |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (hidden, layers, _), trl, fair, default, floor, flops in rows:
+        bound = flops / gemm_rate
         print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} "
-              f"| {trl / default:.2f}x | {floor:.3f} |")
+              f"| {trl / default:.2f}x | {floor:.3f} | {bound:.3f} | {trl / bound:.2f}x |")
 
 
 if __name__ == "__main__":
