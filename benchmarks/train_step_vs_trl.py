@@ -18,9 +18,9 @@ step, to save memory); ``--trl-no-checkpointing`` turns it off for the strictest
 "floor" row times a bare loop doing the same arithmetic with no bookkeeping at all: a KV-cache
 sampling loop, one forward/backward of the sampled tokens and one AdamW step (see
 :func:`bare_step`), so the table shows how far above the arithmetic each side sits. The
-"arithmetic bound" is the FLOPs of the linear layers in agentpo's step (:func:`step_matmul_flops`)
-at this core's best fp32 GEMM rate: no implementation that trains on the same tokens can be faster,
-so TRL / bound caps the lead any such implementation could have over TRL.
+"arithmetic bound" is the FLOPs of agentpo's step (:func:`step_flops`) at this core's best fp32
+GEMM rate: agentpo's time with every multiply at peak speed and nothing else, so TRL / bound caps
+the lead that removing overhead could ever give it over TRL.
 
 The sides alternate step by step in one process: TRL's callback times each of its steps and then
 runs one step of each other side, so machine noise hits all alike. The first step of each side
@@ -131,23 +131,13 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompt_i
     optimizer.step()
 
 
-def step_matmul_flops(config, prompt_tokens: int) -> float:
-    """FLOPs of the linear layers in agentpo's step (one optimizer step, engine log-probs as pi_old).
+def step_flops(trainer, step: int) -> float:
+    """FLOPs of one agentpo training step as torch's FlopCounterMode counts them (matrix multiplies)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    Generation: each distinct prompt prefilled once, then NEW_TOKENS - 1 decode positions per row.
-    Training: the shared prompt prefix once per group (all but its last token), the last prompt
-    token and the response per row; backward costs twice the forward. The output layer counts only
-    where logits are used. Attention scores and element-wise ops are left out (~2% here), so this is
-    a lower bound on the arithmetic of any implementation that trains on the same tokens.
-    """
-    head_dim = config.hidden_size // config.num_attention_heads
-    hidden, kv = config.hidden_size, config.num_key_value_heads * head_dim
-    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * config.intermediate_size
-    body, head = 2 * config.num_hidden_layers * per_layer, 2 * hidden * config.vocab_size
-    rows = PROMPTS * SAMPLES
-    generate = (PROMPTS * prompt_tokens + rows * (NEW_TOKENS - 1)) * body + rows * NEW_TOKENS * head
-    forward = (PROMPTS * (prompt_tokens - 1) + rows * (NEW_TOKENS + 1)) * body + rows * NEW_TOKENS * head
-    return generate + 3 * forward
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(step)
+    return float(counter.get_total_flops())
 
 
 def best_gemm_flops_per_s(repeats: int = 20) -> float:
@@ -172,7 +162,7 @@ class Timings:
     floor: list[float]
     trl_lengths: list[int]
     our_lengths: list[float]
-    flops: float = 0.0  # linear-layer FLOPs of agentpo's step, see step_matmul_flops
+    flops: float = 0.0  # FLOPs of one agentpo step (1 minibatch), see step_flops
 
 
 def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> Timings:
@@ -206,7 +196,6 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
             tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts[:PROMPTS]
         ]
         floor_prompts = torch.tensor(tokenizer(texts, add_special_tokens=False).input_ids)
-        timings.flops = step_matmul_flops(floor_model.config, floor_prompts.shape[1])
         floor_prompts = floor_prompts.repeat_interleave(SAMPLES, dim=0)
         trl_args = GRPOConfig(
             output_dir=str(Path(scratch) / "trl"),
@@ -256,6 +245,7 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
             callbacks=[Alternate()],
         )
         trainer.train()
+        timings.flops = step_flops(ours["fair"], steps + 2)
         for trainer in ours.values():
             trainer.close()
     return timings
@@ -281,8 +271,8 @@ def main() -> None:
     checkpointing = "off" if args.trl_no_checkpointing else "on (its default)"
     print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
           f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}")
-    print(f"arithmetic bound: agentpo's linear-layer FLOPs at this core's best fp32 GEMM rate "
-          f"({gemm_rate / 1e9:.0f} GFLOP/s, 1024^3); TRL / bound caps any such implementation's lead over TRL")
+    print(f"arithmetic bound: FLOPs of agentpo's step at this core's best fp32 GEMM rate "
+          f"({gemm_rate / 1e9:.0f} GFLOP/s, 1024^3); TRL / bound caps the lead removing overhead could give")
     print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
           "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor | arithmetic bound | TRL / bound |")
     print("|---|---|---|---|---|---|---|---|---|")
