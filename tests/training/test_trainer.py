@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from agentpo.commands import train as train_command
+from agentpo.training import logprobs as logprobs_module
 from agentpo.training.checkpoint import checkpoint_path
+from agentpo.training.logprobs import shared_prefix
 from agentpo.training.trainer import Trainer
 
 from .runs import run_training, tiny_config, without_timing
@@ -20,10 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 STORED_CURVE = Path(__file__).with_name("data") / "tiny_loss_curve.json"
 
 
-def _gradients_after_one_step(run_dir: Path, micro_batch_episodes: int) -> tuple[list[torch.Tensor], float]:
-    config = tiny_config(
-        run_dir, train={"steps": 1, "minibatches": 1, "micro_batch_episodes": micro_batch_episodes}
-    )
+def _gradients_after_one_step(run_dir: Path, **train: object) -> tuple[list[torch.Tensor], float]:
+    config = tiny_config(run_dir, train={"steps": 1, "minibatches": 1, **train})
     trainer = Trainer(config)
     try:
         metrics = trainer.train_step(1)
@@ -34,11 +34,30 @@ def _gradients_after_one_step(run_dir: Path, micro_batch_episodes: int) -> tuple
 
 def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path: Path) -> None:
     # One minibatch of 12 episodes: one forward/backward, versus micro-batches of 5, 5 and 2 episodes.
-    whole, whole_loss = _gradients_after_one_step(tmp_path / "whole", 0)
-    split, split_loss = _gradients_after_one_step(tmp_path / "split", 5)
+    whole, whole_loss = _gradients_after_one_step(tmp_path / "whole", micro_batch_episodes=0)
+    split, split_loss = _gradients_after_one_step(tmp_path / "split", micro_batch_episodes=5)
     assert split_loss == pytest.approx(whole_loss, rel=1e-5, abs=1e-7)
     assert any(g.abs().max() > 1e-4 for g in whole), "the batch had no learning signal; pick another seed"
     for a, b in zip(whole, split):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_gives_the_full_forward_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Multi-turn rows: each group's first prompt is shared, later turns carry their own observations.
+    full, full_loss = _gradients_after_one_step(tmp_path / "full", share_prefix=False)
+    cuts = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        found = shared_prefix(*args, **kwargs)
+        cuts.append(found.cut if found is not None else 0)
+        return found
+
+    monkeypatch.setattr(logprobs_module, "shared_prefix", spy)
+    shared, shared_loss = _gradients_after_one_step(tmp_path / "shared", share_prefix=True)
+    assert cuts and min(cuts) > 0, "the update ran without a shared prefix"
+    assert shared_loss == pytest.approx(full_loss, rel=1e-5, abs=1e-7)
+    assert any(g.abs().max() > 1e-4 for g in full), "the batch had no learning signal; pick another seed"
+    for a, b in zip(full, shared):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
