@@ -294,6 +294,11 @@ class TrainConfig:
     share_prefix: bool = option(
         True, "training forward passes run a prompt prefix shared by several rows (a group's attempts) once"
     )
+    max_logits_mb: float = option(
+        1024.0,
+        "most MB of float32 logits a forward pass holds at once; above it log-probs are computed in chunks "
+        "from the final hidden states, each chunk's logits recomputed in the backward pass",
+    )
     lora: LoraConfig = section(LoraConfig, "LoRA adapters via peft")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where the policy trains (auto: cuda if available)")
     num_threads: int = option(1, "torch compute threads (1 when several processes share the cores)")
@@ -306,6 +311,7 @@ class TrainConfig:
             value = getattr(self, name)
             _require(value >= 1, name, f"must be >= 1, got {value}")
         _require(self.micro_batch_episodes >= 0, "micro_batch_episodes", "must be >= 0")
+        _require(self.max_logits_mb > 0, "max_logits_mb", f"must be > 0, got {self.max_logits_mb}")
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
 
 

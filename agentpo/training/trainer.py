@@ -332,7 +332,9 @@ class Trainer:
                     temperature=config.rollout.temperature,
                     with_entropy=True,
                     from_column=first_action_column(mb.action_mask),
+                    targets=mb.action_mask,
                     share_prefix=config.train.share_prefix,
+                    max_logits_bytes=config.train.max_logits_mb * 2**20,
                 )
             loss, loss_metrics = self.loss_fn(
                 PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
@@ -361,21 +363,24 @@ class Trainer:
 
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> Tensor:
-        """``[N, L]`` log-probs of every token under ``model``, computed micro-batch by micro-batch."""
+        """``[N, L]`` log-probs of the action tokens under ``model`` (0 elsewhere), micro-batch by micro-batch."""
         out = torch.zeros_like(batch.old_logprobs)
         episodes = torch.unique(batch.row_episode)
         for micro in chunk(episodes, self.config.train.micro_batch_episodes):
             rows, cols = block(batch, micro)
             with self._autocast():
+                action_mask = batch.action_mask[rows, cols]
                 logprobs, _ = token_logprobs(
                     model,
                     batch.input_ids[rows, cols],
                     batch.attention_mask[rows, cols],
                     temperature=self.config.rollout.temperature,
-                    from_column=first_action_column(batch.action_mask[rows, cols]),
+                    from_column=first_action_column(action_mask),
+                    targets=action_mask,
                     share_prefix=self.config.train.share_prefix,
+                    max_logits_bytes=self.config.train.max_logits_mb * 2**20,
                 )
-            out[rows, cols] = logprobs * batch.action_mask[rows, cols]
+            out[rows, cols] = logprobs
         return out
 
     def _autocast(self) -> torch.autocast:

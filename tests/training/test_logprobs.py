@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from agentpo.envs.corridor import CorridorEnv
 from agentpo.models.tiny import build_tiny_model
+from agentpo.training import logprobs as logprobs_module
 from agentpo.training.logprobs import first_action_column, shared_prefix, token_logprobs
 
 
@@ -131,3 +132,90 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_full_forward(model: torc
     torch.testing.assert_close(shared_ent, plain_ent, rtol=0, atol=1e-5)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def forward_and_grads(model: torch.nn.Module, weights: torch.Tensor, *args: torch.Tensor, **kwargs: object):
+    """Log-probs, entropies and the parameter gradients of ``sum(weights * logprobs)``."""
+    model.zero_grad()
+    logprobs, entropy = token_logprobs(model, *args, temperature=0.7, with_entropy=True, **kwargs)
+    (logprobs * weights).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return logprobs.detach(), entropy, grads
+
+
+def assert_same(result: tuple, reference: tuple) -> None:
+    torch.testing.assert_close(result[0], reference[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(result[1], reference[1], rtol=0, atol=1e-5)
+    assert result[2].keys() == reference[2].keys()
+    for name, grad in reference[2].items():
+        torch.testing.assert_close(result[2][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_chunked_logprobs_equal_the_full_logits(model: torch.nn.Module, share_prefix: bool) -> None:
+    input_ids, attention_mask, from_column = group_batch(model.config.vocab_size)
+    targets = torch.zeros_like(attention_mask)
+    targets[:, from_column:] = attention_mask[:, from_column:]
+    targets[0, from_column] = 0  # a hole: that column must come back 0
+    weights = torch.randn(input_ids.shape, generator=torch.Generator().manual_seed(3))
+    common = dict(from_column=from_column, targets=targets, share_prefix=share_prefix)
+    full = forward_and_grads(model, weights, input_ids, attention_mask, **common)
+    # Room for the logits of 4 positions at a time: 6 rows x <= 7 targets run in several chunks.
+    chunked = forward_and_grads(
+        model, weights, input_ids, attention_mask, max_logits_bytes=4 * model.config.vocab_size * 4, **common
+    )
+    assert_same(chunked, full)
+    assert not full[0][targets == 0].any() and not chunked[0][targets == 0].any()
+    assert (chunked[0][targets == 1] < 0).all()
+
+
+def test_gradient_checkpointing_turns_prefix_sharing_off(model: torch.nn.Module) -> None:
+    # Under gradient checkpointing transformers drops KV caches in training mode: a shared prefix
+    # would silently vanish from the rows' context.
+    input_ids, attention_mask, from_column = group_batch(model.config.vocab_size)
+    weights = torch.randn(input_ids.shape, generator=torch.Generator().manual_seed(4))
+    reference = forward_and_grads(model, weights, input_ids, attention_mask, from_column=from_column, share_prefix=False)
+    model.gradient_checkpointing_enable()
+    model.train()
+    try:
+        checkpointed = forward_and_grads(model, weights, input_ids, attention_mask, from_column=from_column)
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+    assert_same(checkpointed, reference)
+
+
+def test_output_layer_extras_keep_the_full_logits(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    input_ids, attention_mask, from_column = group_batch(model.config.vocab_size)
+    chunks = []
+    real = logprobs_module._head_logprobs
+    monkeypatch.setattr(logprobs_module, "_head_logprobs", lambda *args: chunks.append(args) or real(*args))
+    with torch.no_grad():
+        token_logprobs(model, input_ids, attention_mask, from_column=from_column, max_logits_bytes=1)
+        assert chunks, "a plain output layer over the budget runs in chunks"
+        chunks.clear()
+        monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
+        token_logprobs(model, input_ids, attention_mask, from_column=from_column, max_logits_bytes=1)
+    assert not chunks, "a soft-capped output layer must keep the model's own logits"
+
+
+def test_targets_before_from_column_are_rejected(model: torch.nn.Module) -> None:
+    input_ids = torch.full((1, 5), 4)
+    targets = torch.zeros_like(input_ids)
+    targets[0, 1] = 1
+    with pytest.raises(ValueError, match="targets must lie at or after from_column=2"):
+        token_logprobs(model, input_ids, torch.ones_like(input_ids), from_column=2, targets=targets)
+
+
+def test_chunked_logprobs_through_lora_adapters(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    path = build_tiny_model(tmp_path, CorridorEnv.vocabulary(), hidden_size=32, seed=1)
+    base = AutoModelForCausalLM.from_pretrained(Path(path), dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    input_ids, attention_mask, from_column = group_batch(base.config.vocab_size)
+    weights = torch.randn(input_ids.shape, generator=torch.Generator().manual_seed(5))
+    full = forward_and_grads(lora, weights, input_ids, attention_mask, from_column=from_column)
+    chunked = forward_and_grads(lora, weights, input_ids, attention_mask, from_column=from_column, max_logits_bytes=1)
+    assert full[2] and all("lora_" in name for name in full[2])
+    assert_same(chunked, full)

@@ -61,6 +61,14 @@ def test_shared_prefix_gives_the_full_forward_update(tmp_path: Path, monkeypatch
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
+def test_chunked_logits_give_the_full_logits_update(tmp_path: Path) -> None:
+    full, full_loss = _gradients_after_one_step(tmp_path / "full")
+    chunked, chunked_loss = _gradients_after_one_step(tmp_path / "chunked", max_logits_mb=1e-4)  # ~1 position a chunk
+    assert chunked_loss == pytest.approx(full_loss, rel=1e-5, abs=1e-7)
+    for a, b in zip(full, chunked):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
 def test_resume_repeats_the_uninterruptedrun_training(tmp_path: Path) -> None:
     full = run_training(tiny_config(tmp_path / "full", train={"checkpoint_every": 2}))
     assert [r["step"] for r in full] == [1, 2, 3, 4]
