@@ -124,7 +124,9 @@ class Trainer:
             adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
         )
         if config.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers 5 renamed it; 4.x only has the old name.
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+            enable()
         self.reference = load_reference(init_dir, device=self.device) if config.algorithm.kl_coef > 0 else None
 
         self.optimizer = build_optimizer(self.model, config.optim)

@@ -175,12 +175,13 @@ def test_gradient_checkpointing_turns_prefix_sharing_off(model: torch.nn.Module)
     input_ids, attention_mask, from_column = group_batch(model.config.vocab_size)
     weights = torch.randn(input_ids.shape, generator=torch.Generator().manual_seed(4))
     reference = forward_and_grads(model, weights, input_ids, attention_mask, from_column=from_column, share_prefix=False)
-    model.gradient_checkpointing_enable()
+    renamed = hasattr(model, "activation_checkpointing_enable")  # transformers 5; 4.x has the old names
+    (model.activation_checkpointing_enable if renamed else model.gradient_checkpointing_enable)()
     model.train()
     try:
         checkpointed = forward_and_grads(model, weights, input_ids, attention_mask, from_column=from_column)
     finally:
-        model.gradient_checkpointing_disable()
+        (model.activation_checkpointing_disable if renamed else model.gradient_checkpointing_disable)()
         model.eval()
     assert_same(checkpointed, reference)
 

@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 STORED_CURVE = Path(__file__).with_name("data") / "tiny_loss_curve.json"
 
 
-def _gradients_after_one_step(run_dir: Path, **train: object) -> tuple[list[torch.Tensor], float]:
-    config = tiny_config(run_dir, train={"steps": 1, "minibatches": 1, **train})
+def _gradients_after_one_step(
+    run_dir: Path, model: dict | None = None, **train: object
+) -> tuple[list[torch.Tensor], float]:
+    config = tiny_config(run_dir, model=model or {}, train={"steps": 1, "minibatches": 1, **train})
     trainer = Trainer(config)
     try:
         metrics = trainer.train_step(1)
@@ -58,6 +60,16 @@ def test_shared_prefix_gives_the_full_forward_update(tmp_path: Path, monkeypatch
     assert shared_loss == pytest.approx(full_loss, rel=1e-5, abs=1e-7)
     assert any(g.abs().max() > 1e-4 for g in full), "the batch had no learning signal; pick another seed"
     for a, b in zip(full, shared):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_gradient_checkpointing_gives_the_same_update(tmp_path: Path) -> None:
+    plain, plain_loss = _gradients_after_one_step(tmp_path / "plain")
+    checkpointed, checkpointed_loss = _gradients_after_one_step(
+        tmp_path / "checkpointed", model={"gradient_checkpointing": True}
+    )
+    assert checkpointed_loss == pytest.approx(plain_loss, rel=1e-5, abs=1e-7)
+    for a, b in zip(plain, checkpointed):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
