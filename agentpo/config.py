@@ -295,9 +295,10 @@ class TrainConfig:
         True, "training forward passes run a prompt prefix shared by several rows (a group's attempts) once"
     )
     max_logits_mb: float = option(
-        1024.0,
-        "most MB of float32 logits a forward pass holds at once; above it log-probs are computed in chunks "
-        "from the final hidden states, each chunk's logits recomputed in the backward pass",
+        512.0,
+        "most MB of float32 logits a forward pass materialises; above it log-probs are computed from the final "
+        "hidden states in chunks of that size (a chunk's softmax and backward hold a few copies), each chunk's "
+        "logits recomputed in the backward pass",
     )
     lora: LoraConfig = section(LoraConfig, "LoRA adapters via peft")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where the policy trains (auto: cuda if available)")
