@@ -114,7 +114,8 @@ def test_tiny_model_solver_is_prompted_like_training(math_data_dir: Path, grader
     settings = MathEvalSettings(datasets=("gsm8k",), n=2, limit=3, model=str(model_dir))
     result = evaluate_math(solver, settings, grader, data_dir=math_data_dir, out_dir=tmp_path / "eval")
     records = [json.loads(line) for line in (tmp_path / "eval" / SAMPLES_FILE).read_text().splitlines()]
-    assert len(records) == 6 and all(isinstance(r["response"], str) and r["response"] for r in records)
+    # A random-init model may end a response at once (EOS first): the text is then empty, not missing.
+    assert len(records) == 6 and all(isinstance(r["response"], str) for r in records)
     assert result.scores[0].mean_at_n == sum(r["correct"] for r in records) / 6
 
     # The training path: the rollout manager's first prompt on agentpo/Math-v0 for the same problem.
