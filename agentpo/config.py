@@ -295,7 +295,7 @@ class TrainConfig:
         True, "training forward passes run a prompt prefix shared by several rows (a group's attempts) once"
     )
     max_logits_mb: float = option(
-        512.0,
+        128.0,
         "most MB of float32 logits a forward pass materialises; above it log-probs are computed from the final "
         "hidden states in chunks of that size (a chunk's softmax and backward hold a few copies), each chunk's "
         "logits recomputed in the backward pass",
