@@ -327,16 +327,8 @@ class Trainer:
                 batch, micro, units=units, advantages=advantages, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs
             )
             with self._autocast():
-                logprobs, entropy = token_logprobs(
-                    self.model,
-                    mb.input_ids,
-                    mb.attention_mask,
-                    temperature=config.rollout.temperature,
-                    with_entropy=True,
-                    from_column=first_action_column(mb.action_mask),
-                    targets=mb.action_mask,
-                    share_prefix=config.train.share_prefix,
-                    max_logits_bytes=config.train.max_logits_mb * 2**20,
+                logprobs, entropy = self._action_logprobs(
+                    self.model, mb.input_ids, mb.attention_mask, mb.action_mask, with_entropy=True
                 )
             loss, loss_metrics = self.loss_fn(
                 PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
@@ -371,19 +363,27 @@ class Trainer:
         for micro in chunk(episodes, self.config.train.micro_batch_episodes):
             rows, cols = block(batch, micro)
             with self._autocast():
-                action_mask = batch.action_mask[rows, cols]
-                logprobs, _ = token_logprobs(
-                    model,
-                    batch.input_ids[rows, cols],
-                    batch.attention_mask[rows, cols],
-                    temperature=self.config.rollout.temperature,
-                    from_column=first_action_column(action_mask),
-                    targets=action_mask,
-                    share_prefix=self.config.train.share_prefix,
-                    max_logits_bytes=self.config.train.max_logits_mb * 2**20,
+                logprobs, _ = self._action_logprobs(
+                    model, batch.input_ids[rows, cols], batch.attention_mask[rows, cols], batch.action_mask[rows, cols]
                 )
             out[rows, cols] = logprobs
         return out
+
+    def _action_logprobs(
+        self, model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor, *, with_entropy: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """:func:`token_logprobs` on the action tokens, with this run's temperature, prefix sharing and logits budget."""
+        return token_logprobs(
+            model,
+            input_ids,
+            attention_mask,
+            temperature=self.config.rollout.temperature,
+            with_entropy=with_entropy,
+            from_column=first_action_column(action_mask),
+            targets=action_mask,
+            share_prefix=self.config.train.share_prefix,
+            max_logits_bytes=self.config.train.max_logits_mb * 2**20,
+        )
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16)
