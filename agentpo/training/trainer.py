@@ -125,8 +125,8 @@ class Trainer:
         )
         if config.model.gradient_checkpointing:
             # transformers 5 renamed it; 4.x only has the old name.
-            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
-            enable()
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            (enable or self.model.gradient_checkpointing_enable)()
         self.reference = load_reference(init_dir, device=self.device) if config.algorithm.kl_coef > 0 else None
 
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -370,9 +370,15 @@ class Trainer:
         return out
 
     def _action_logprobs(
-        self, model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor, *, with_entropy: bool = False
+        self,
+        model: torch.nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        action_mask: Tensor,
+        *,
+        with_entropy: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """:func:`token_logprobs` on the action tokens, with this run's temperature, prefix sharing and logits budget."""
+        """:func:`token_logprobs` on the action tokens with this run's temperature, prefix sharing and logits budget."""
         return token_logprobs(
             model,
             input_ids,
