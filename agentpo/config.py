@@ -23,6 +23,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from agentpo.envs.spec import HeldOutDatasets, HeldOutGames, HeldOutSeeds, TextEnvSpec
+
 
 class ConfigError(ValueError):
     """A bad configuration value; ``key`` is the dotted path of the offending field."""
@@ -94,13 +96,6 @@ class ModelConfig:
     tiny: TinyModelConfig = section(TinyModelConfig, "shape of the model built when source=tiny")
     gradient_checkpointing: bool = option(False, "trade compute for memory in the policy's backward pass")
 
-    def __post_init__(self) -> None:
-        _require(
-            self.source != "pretrained" or bool(self.path),
-            "path",
-            "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
-        )
-
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -113,13 +108,10 @@ class EnvConfig:
     num_workers: int = option(0, "env worker processes (0: step the envs in the trainer process)")
 
     def __post_init__(self) -> None:
-        import agentpo.envs  # noqa: F401  (registers the ids; light: entry points load lazily)
-        import gymnasium
-
-        if self.id not in gymnasium.envs.registry:
-            from agentpo.envs import registered_ids
-
-            raise ConfigError("id", f"unknown env id {self.id!r}; registered: {registered_ids()}")
+        try:
+            env_spec(self.id)
+        except ValueError as err:
+            raise ConfigError("id", str(err)) from None
         _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
 
 
@@ -128,12 +120,14 @@ class RolloutConfig:
     """How episodes are collected: G attempts per task, turn by turn."""
 
     group_size: int = option(8, "G: attempts per task; advantages compare the G episodes of a task (>= 2)")
-    max_turns: int = option(50, "actions per episode before it is cut off")
+    max_turns: int = option(50, "actions per episode before it is cut off (default: the env's, see `agentpo envs list`)")
     history: int = option(2, "past turns shown in each prompt (-1: the full history)")
     prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
-    temperature: float = option(1.0, "sampling temperature (> 0); the trainer recomputes log-probs at the same one")
+    temperature: float = option(
+        1.0, "sampling temperature (> 0; default: the env's); the trainer recomputes log-probs at the same one"
+    )
     top_p: float = option(1.0, "nucleus sampling mass in (0, 1]; < 1 makes sampling log-probs differ from the policy's")
-    max_new_tokens: int = option(64, "tokens generated per turn at most")
+    max_new_tokens: int = option(64, "tokens generated per turn at most (default: the env's)")
     invalid_action_penalty: float = option(
         0.0, "subtracted from an episode's reward per invalid/unparseable action (ALFWorld protocol: 0.1)"
     )
@@ -316,19 +310,13 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
 
 
-#: How each env is validated during training; envs not named here play held-out task seeds.
-VALIDATION_KINDS: dict[str, Literal["games", "math"]] = {"agentpo/ALFWorld-v0": "games", "agentpo/Math-v0": "math"}
-
-#: The held-out split validated on when ``eval.split`` is empty.
-DEFAULT_VALIDATION_SPLITS: dict[str, str] = {"games": "valid_unseen", "math": "test"}
-
-
 @dataclass(frozen=True)
 class EvalConfig:
-    """Validation during training: the evaluation code of ``agentpo eval`` on held-out tasks, logged as ``val/...``.
+    """Held-out evaluation: ``agentpo eval``, and validation during training logged as ``val/...``.
 
-    ALFWorld plays the games of ``split``; Math scores ``datasets``; every other env (Corridor, user
-    envs) plays the held-out task seeds ``first_seed ..``, one attempt each.
+    What is held out is the env's declaration (:class:`agentpo.envs.TextEnvSpec`): games of a
+    ``split`` (ALFWorld), problem ``datasets`` (Math), or the task seeds ``first_seed ..`` (Corridor,
+    TextWorld, user envs), one attempt each per seed.
     """
 
     every: int = option(0, "validate every N iterations (0: only before the first and after the last)")
@@ -337,10 +325,10 @@ class EvalConfig:
         "held-out tasks per validation: task seeds (seeded envs), games of `split` in the order that takes "
         "task types in turn (ALFWorld), problems per dataset (math); -1: all games / problems; 0: no validation",
     )
-    temperature: float = option(0.0, "sampling temperature for validation (0: greedy)")
-    split: str = option("", "ALFWorld / math: held-out split ('': valid_unseen for ALFWorld, test for math)")
-    seeds: int = option(1, "ALFWorld: each game is played under seeds 0 .. N-1")
-    datasets: tuple[str, ...] = option(("math500",), "math: benchmarks scored (aime24, amc23, math500, ...)")
+    temperature: float = option(0.0, "sampling temperature of the evaluation (0: greedy; default: the env's)")
+    split: str = option("", "envs with game files or datasets: the held-out split ('': the env's default)")
+    seeds: int = option(1, "envs with game files: each game is played under seeds 0 .. N-1")
+    datasets: tuple[str, ...] = option((), "math: benchmarks scored (aime24, amc23, math500, ...; empty: the env's default)")
     n: int = option(1, "math: samples per problem (mean@n and pass@k)")
     first_seed: int = option(1_000_000, "seeded envs: task seeds first_seed .. first_seed+tasks-1; training seeds stay below")
     env_kwargs: dict[str, Any] = field(
@@ -351,13 +339,20 @@ class EvalConfig:
         "val/success_rate",
         "validation number (higher is better) that picks RUN_DIR/checkpoints/best; math: e.g. val/math500/mean@1",
     )
+    policy: Literal["model", "expert", "random"] = option(
+        "model",
+        "agentpo eval: who plays; expert (envs with an expert plan) and random (envs listing admissible "
+        "actions) are the reference rows",
+    )
+    checkpoint: str = option(
+        "best", "agentpo eval RUN_DIR: which policy of the run plays: best, latest, or a checkpoint folder"
+    )
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "every", "must be >= 0")
         _require(self.tasks >= -1, "tasks", f"must be >= 1, -1 (all) or 0 (no validation), got {self.tasks}")
         _require(self.temperature >= 0, "temperature", "must be >= 0")
         _require(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
-        _require(bool(self.datasets), "datasets", "must name at least one benchmark")
         _require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         _require(self.first_seed >= 0, "first_seed", "must be >= 0")
 
@@ -387,12 +382,12 @@ class Config:
     run_dir: str = option("runs/agentpo", "folder for checkpoints, metrics.jsonl and TensorBoard events")
 
     def __post_init__(self) -> None:
-        from agentpo.rollout.prompting import DEFAULT_PROMPTS, PromptTemplate
+        from agentpo.rollout.prompting import PromptTemplate
 
         _require(
-            bool(self.rollout.prompt) or self.env.id in DEFAULT_PROMPTS,
-            "rollout.prompt",
-            f"env {self.env.id!r} has no built-in template; name one in prompts/ or give a YAML path",
+            self.model.source != "pretrained" or bool(self.model.path) or self.eval.policy != "model",
+            "model.path",
+            "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
         )
         try:
             PromptTemplate.load(self.prompt_template)
@@ -413,9 +408,9 @@ class Config:
             self._check_validation()
 
     def _check_validation(self) -> None:
-        """The eval section fits the env's kind of validation, and ``best_metric`` is a number it logs."""
-        kind, evaluation = self.validation_kind, self.eval
-        if kind == "seeds":
+        """The eval section fits the env's held-out tasks, and ``best_metric`` is a number they log."""
+        held_out, evaluation = self.env_spec.held_out, self.eval
+        if isinstance(held_out, HeldOutSeeds):
             _require(evaluation.tasks >= 1, "eval.tasks", "a seeded env has no 'all' (-1): give a number of task seeds")
         else:
             _require(
@@ -423,20 +418,15 @@ class Config:
                 "eval.env_kwargs",
                 f"{self.env.id} validates on eval.split / eval.datasets, not on env kwargs",
             )
-        if kind == "games":
-            from agentpo.envs.alfworld_games import SPLITS
-
-            held_out = [s for s in SPLITS if s != "train"]
+        if isinstance(held_out, HeldOutGames):
             _require(
-                self.validation_split in held_out,
+                self.validation_split in held_out.splits,
                 "eval.split",
-                f"{self.validation_split!r} is not a held-out ALFWorld split; choose one of {held_out}",
+                f"{self.validation_split!r} is not a held-out split of {self.env.id}; choose one of {list(held_out.splits)}",
             )
-        if kind == "math":
-            from agentpo.envs.math_data import DATASETS
-
-            unknown = [d for d in evaluation.datasets if d not in DATASETS]
-            _require(not unknown, "eval.datasets", f"unknown benchmarks {unknown}; choose from {list(DATASETS)}")
+        if isinstance(held_out, HeldOutDatasets):
+            unknown = [d for d in self.validation_datasets if d not in held_out.known]
+            _require(not unknown, "eval.datasets", f"unknown benchmarks {unknown}; choose from {list(held_out.known)}")
         _require(
             evaluation.best_metric in self.validation_success_metrics(),
             "eval.best_metric",
@@ -444,40 +434,41 @@ class Config:
         )
 
     @property
-    def validation_kind(self) -> Literal["games", "math", "seeds"]:
-        """How this env is validated: ALFWorld games, math benchmarks, or held-out task seeds."""
-        return VALIDATION_KINDS.get(self.env.id, "seeds")
+    def env_spec(self) -> TextEnvSpec:
+        """What the env declared at registration (prompt, defaults, held-out tasks, task types, hooks)."""
+        return env_spec(self.env.id)
 
     @property
     def validation_split(self) -> str:
-        """The held-out split of a games / math validation: ``eval.split`` or the env's default."""
-        return self.eval.split or DEFAULT_VALIDATION_SPLITS.get(self.validation_kind, "")
+        """The held-out split of an env with game files or datasets: ``eval.split`` or the env's default."""
+        held_out = self.env_spec.held_out
+        return self.eval.split or getattr(held_out, "default_split", "")
+
+    @property
+    def validation_datasets(self) -> tuple[str, ...]:
+        """The benchmarks of a dataset env's evaluation: ``eval.datasets`` or the env's default."""
+        held_out = self.env_spec.held_out
+        return self.eval.datasets or getattr(held_out, "default_datasets", ())
 
     def validation_success_metrics(self) -> list[str]:
         """The success-like ``val/...`` numbers (higher is better) that this run's validation logs."""
-        if self.validation_kind == "math":
-            from agentpo.envs.math_data import BENCHMARK_AVERAGE
+        held_out = self.env_spec.held_out
+        if isinstance(held_out, HeldOutDatasets):
             from agentpo.evaluation.math import default_ks
 
             names = []
-            for dataset in self.eval.datasets:
+            for dataset in self.validation_datasets:
                 names.append(f"val/{dataset}/mean@{self.eval.n}")
                 names += [f"val/{dataset}/pass@{k}" for k in default_ks(self.eval.n)]
-            if self.eval.tasks == -1 and set(BENCHMARK_AVERAGE) <= set(self.eval.datasets):
+            if self.eval.tasks == -1 and held_out.average and set(held_out.average) <= set(self.validation_datasets):
                 names.append("val/math_average")
             return names
-        if self.validation_kind == "games":
-            from agentpo.evaluation.task_types import SHORT_TASK_TYPES
-
-            return ["val/success_rate", *(f"val/success_rate/{t}" for t in SHORT_TASK_TYPES)]
-        return ["val/success_rate"]
+        return ["val/success_rate", *(f"val/success_rate/{t}" for t in self.env_spec.task_types)]
 
     @property
     def prompt_template(self) -> str:
-        """The prompt template the rollout uses: ``rollout.prompt``, else the env's built-in one."""
-        from agentpo.rollout.prompting import DEFAULT_PROMPTS
-
-        return self.rollout.prompt or DEFAULT_PROMPTS[self.env.id]
+        """The prompt template the rollout uses: ``rollout.prompt``, else the env's own."""
+        return self.rollout.prompt or self.env_spec.prompt
 
     @property
     def episodes_per_batch(self) -> int:
@@ -606,9 +597,42 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix}.{err.key}" if prefix else err.key, err.message) from None
 
 
+def env_spec(env_id: str) -> TextEnvSpec:
+    """The :class:`TextEnvSpec` of a registered id (a ValueError lists the registered ones)."""
+    from agentpo.envs import text_spec
+
+    return text_spec(env_id)
+
+
+def with_env_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the env's declared defaults for the rollout and eval keys it leaves out."""
+    env = data.get("env") or {}
+    env_id = env.get("id", EnvConfig.id) if isinstance(env, dict) else None
+    try:
+        spec = env_spec(env_id) if isinstance(env_id, str) else None
+    except ValueError:
+        return data  # EnvConfig reports the unknown id
+    if spec is None:
+        return data
+    merged = _plain(data)
+    for section_name, defaults in (
+        ("rollout", {"max_turns": spec.max_turns, "temperature": spec.temperature, "max_new_tokens": spec.max_new_tokens}),
+        ("eval", {"temperature": spec.eval_temperature}),
+    ):
+        target = merged.setdefault(section_name, {})
+        if isinstance(target, dict):
+            for key, value in defaults.items():
+                target.setdefault(key, value)
+    return merged
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults)."""
-    return _build(Config, data, "")
+    """Build and validate a :class:`Config` from a nested dict.
+
+    Missing ``rollout.max_turns`` / ``temperature`` / ``max_new_tokens`` and ``eval.temperature`` take
+    the env's declared defaults; every other missing key takes its field default.
+    """
+    return _build(Config, with_env_defaults(data), "")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

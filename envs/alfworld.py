@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from agentpo.envs import alfworld_engine
 from agentpo.envs.alfworld_games import (
+    SPLITS,
     TASK_TYPES,
     GameFileError,
     find_games,
@@ -39,6 +41,8 @@ from agentpo.envs.alfworld_games import (
     task_id,
 )
 from agentpo.envs.core import TextEnv
+from agentpo.envs.registration import register_text_env
+from agentpo.envs.spec import DataListing, HeldOutGames, HeldOutTask, TextEnvSpec
 
 #: ``put X in Y`` / ``put X on Y`` / ``put X in/on Y``: the put command of the older 2.1.1 games and
 #: of prompts from the literature. The current games call it ``move X to Y``.
@@ -67,7 +71,6 @@ class ALFWorldEnv(TextEnv):
         data_dir: the data root holding ``json_2.1.1/`` (default ``$ALFWORLD_DATA``).
         task_types: restrict to these task types (full names such as ``"pick_clean_then_place_in_recep"``
             or short ones such as ``"clean"``); None keeps all six.
-        max_steps: steps per episode; the step that reaches it returns ``truncated=True``.
         success_reward: reward of the winning step (every other step gets 0).
         game_path: play only this game file (then ``split``, ``data_dir`` and ``task_types`` are unused).
         accelerated: run the accelerated engine (default) or the stock one; both give the same text.
@@ -81,7 +84,6 @@ class ALFWorldEnv(TextEnv):
         split: str = "train",
         data_dir: str | os.PathLike[str] | None = None,
         task_types: list[str] | None = None,
-        max_steps: int = 50,
         success_reward: float = 1.0,
         game_path: str | os.PathLike[str] | None = None,
         accelerated: bool = True,
@@ -89,12 +91,9 @@ class ALFWorldEnv(TextEnv):
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         if isinstance(task_types, str):
             raise TypeError(f"task_types must be a list of names, got the string {task_types!r}")
         self.split = split
-        self.max_steps = int(max_steps)
         self.success_reward = float(success_reward)
         self.accelerated = accelerated
         self.cache_dir = cache_dir
@@ -140,8 +139,7 @@ class ALFWorldEnv(TextEnv):
         won = bool(state["won"])
         observation, info = self._observe(state.feedback, state, invalid_action=invalid)
         reward = self.success_reward if won else 0.0
-        truncated = not won and self._step_count >= self.max_steps
-        return observation, reward, won, truncated, info
+        return observation, reward, won, False, info
 
     def close(self) -> None:
         if self._engine is not None:
@@ -186,6 +184,8 @@ class ALFWorldEnv(TextEnv):
         return state
 
     def _new_engine(self, path: str) -> Any:
+        from agentpo.envs import alfworld_engine  # textworld and the PDDL planner: only when a game is played
+
         if self.accelerated:
             return alfworld_engine.start_accelerated_engine(path, cache_dir=self.cache_dir)
         return alfworld_engine.start_stock_engine(path)
@@ -215,3 +215,44 @@ class ALFWorldEnv(TextEnv):
             step=self._step_count,
         )
         return observation, info
+
+
+def held_out_games(split: str, env_kwargs: Mapping[str, Any]) -> list[HeldOutTask]:
+    """The games of ``split`` (under ``env_kwargs["data_dir"]`` or ``$ALFWORLD_DATA``), sorted by path."""
+    games = find_games(resolve_data_dir(env_kwargs.get("data_dir")), split, env_kwargs.get("task_types"))
+    return [HeldOutTask(task_id(g), {"game_path": g}, TASK_TYPES[full_task_type(g)]) for g in games]
+
+
+def data_listing(data_dir: str | None) -> DataListing:
+    """The splits found under the data root, with their games per task type."""
+    listing = DataListing(unit="games")
+    try:
+        root = resolve_data_dir(data_dir)
+    except ValueError as err:
+        return DataListing(data=f"not found: {err}", unit="games", error=True)
+    listing.data = str(root)
+    for split in SPLITS:
+        try:
+            games = find_games(root, split)
+        except ValueError:  # the split is not there: list the ones that are
+            continue
+        counts = Counter(TASK_TYPES[full_task_type(g)] for g in games)
+        listing.sources[split] = {t: counts[t] for t in TASK_TYPES.values() if counts[t]}
+    return listing
+
+
+SPEC = TextEnvSpec(
+    prompt="alfworld",
+    max_turns=50,
+    eval_temperature=0.4,
+    max_new_tokens=512,
+    held_out=HeldOutGames(
+        splits=tuple(s for s in SPLITS if s != "train"), default_split="valid_unseen", tasks=held_out_games
+    ),
+    task_types=tuple(TASK_TYPES.values()),
+    expert=True,
+    data=data_listing,
+    data_env_var="ALFWORLD_DATA",
+)
+
+register_text_env("ALFWorld-v0", ALFWorldEnv, spec=SPEC)

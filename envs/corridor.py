@@ -8,8 +8,9 @@ text and the env takes the first whole direction word (north, south, east, west)
 * a wrong direction hits a wall: the agent stays and the room's exit is drawn anew;
 * text without a direction word is an invalid action (``info["invalid_action"]``) and stays.
 
-After ``max_turns`` actions without a win the episode is truncated. The exits are drawn from the
-env's seeded generator, so the same seed and actions give the same episode.
+After 6 actions without a win (the registered ``max_episode_steps``; ``gym.make(...,
+max_episode_steps=N)`` changes it) Gymnasium's ``TimeLimit`` truncates the episode. The exits are
+drawn from the env's seeded generator, so the same seed and actions give the same episode.
 
 Why it is shaped like this (see docs/envs.md for the numbers): the observation always ends with
 ``the exit is <direction> .``, so the answer sits at a fixed distance from the end of the prompt and
@@ -18,15 +19,18 @@ samples uniformly over its tokens still wins a few percent of episodes and group
 reward variance. Re-drawing the exit after a wrong move makes the exit each turn uniform and
 independent of everything a blind agent knows, so no policy that ignores the observations (a fixed
 answer, random directions, or cycling through all four) wins more often than uniformly random
-directions: P(Binomial(max_turns, 1/4) >= length), 16.9% for the default 3 rooms and 6 turns.
+directions: P(Binomial(turns, 1/4) >= length), 16.9% for the default 3 rooms and 6 turns.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from agentpo.envs.core import TextEnv
+from agentpo.envs.registration import register_text_env
+from agentpo.envs.spec import DataListing, TextEnvSpec
 
 #: The four moves, in the order ``admissible_actions`` lists them.
 DIRECTIONS: tuple[str, ...] = ("north", "south", "east", "west")
@@ -55,7 +59,6 @@ class CorridorEnv(TextEnv):
 
     Args:
         length: number of rooms, 1 to 9.
-        max_turns: actions allowed before the episode is truncated; at least ``length``.
         success_reward: reward of the winning step.
         move_reward: reward of every step that enters the next room (shaping; 0 by default, so the
             return is ``success_reward`` on a win and 0 otherwise).
@@ -72,24 +75,19 @@ class CorridorEnv(TextEnv):
     def __init__(
         self,
         length: int = DEFAULT_LENGTH,
-        max_turns: int = 6,
         success_reward: float = 1.0,
         move_reward: float = 0.0,
         render_mode: str | None = None,
     ):
         if not 1 <= length <= MAX_LENGTH:
             raise ValueError(f"length must be between 1 and {MAX_LENGTH}, got {length}")
-        if max_turns < length:
-            raise ValueError(f"max_turns={max_turns} is below length={length}: the corridor could never be walked")
         super().__init__(render_mode=render_mode)
         self.length = length
-        self.max_turns = max_turns
         self.success_reward = float(success_reward)
         self.move_reward = float(move_reward)
         self._exits: list[str] = []
         self._task_id = ""
         self._room = 0  # 0-based index of the current room; == length once out
-        self._turns = 0
 
     @classmethod
     def vocabulary(cls, length: int = DEFAULT_LENGTH) -> list[str]:
@@ -110,7 +108,6 @@ class CorridorEnv(TextEnv):
         self._exits = [DIRECTIONS[i] for i in picks]
         self._task_id = f"corridor-{self.length}-" + "".join(d[0].upper() for d in self._exits)
         self._room = 0
-        self._turns = 0
         observation = self._describe_room()
         return self._emit(observation), self._info(invalid_action=False)
 
@@ -119,11 +116,8 @@ class CorridorEnv(TextEnv):
             raise RuntimeError("call reset() before step()")
         if self._room == self.length:
             raise RuntimeError("the episode is over (won); call reset()")
-        if self._turns >= self.max_turns:
-            raise RuntimeError("the episode is over (truncated); call reset()")
         if not isinstance(action, str):
             raise TypeError(f"the action must be a str, got {type(action).__name__}")
-        self._turns += 1
         direction = parse_direction(action)
         reward = 0.0
         if direction is None:
@@ -143,8 +137,7 @@ class CorridorEnv(TextEnv):
             observation = "you are out ."
         else:
             observation = f"{feedback} {self._describe_room()}".lstrip()
-        truncated = not won and self._turns >= self.max_turns
-        return self._emit(observation), reward, won, truncated, self._info(invalid_action=direction is None)
+        return self._emit(observation), reward, won, False, self._info(invalid_action=direction is None)
 
     def _describe_room(self) -> str:
         return f"room {self._room + 1} of {self.length} . the exit is {self._exits[self._room]} ."
@@ -165,3 +158,20 @@ class CorridorEnv(TextEnv):
             room=self._room + 1,
             expert_plan=self._exits[self._room :],
         )
+
+
+def _vocabulary(env_kwargs: Mapping[str, Any]) -> list[str]:
+    return CorridorEnv.vocabulary(length=int(env_kwargs.get("length", DEFAULT_LENGTH)))
+
+
+SPEC = TextEnvSpec(
+    prompt="corridor",
+    max_turns=6,
+    max_new_tokens=3,
+    task_types=(CorridorEnv.TASK_TYPE,),
+    expert=True,
+    vocabulary=_vocabulary,
+    data=lambda _: DataListing(data=f"generated from the seed: 1 to {MAX_LENGTH} rooms (length=, default {DEFAULT_LENGTH})"),
+)
+
+register_text_env("Corridor-v0", CorridorEnv, spec=SPEC)

@@ -16,12 +16,24 @@ process-wide shared one.
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 from agentpo.envs.core import TextEnv
-from agentpo.envs.math_data import MathProblem, load_problems
+from agentpo.envs.math_data import (
+    BENCHMARK_AVERAGE,
+    DATA_ENV_VAR,
+    DATASETS,
+    PRESETS,
+    MathProblem,
+    data_root,
+    load_problems,
+)
 from agentpo.envs.math_grading import GradeResult, MathGrader, default_grader
+from agentpo.envs.registration import register_text_env
+from agentpo.envs.spec import DataListing, HeldOutDatasets, TextEnvSpec
 
 CORRECT = "Correct."
 WRONG_RETRY = "That answer is not correct. Try again."
@@ -125,3 +137,47 @@ class MathEnv(TextEnv):
             timed_out=result is not None and result.timed_out,
             invalid_action=result is not None and result.extracted is None,
         )
+
+
+def data_listing(data_dir: str | None) -> DataListing:
+    """Every preset file found under the data folder, with its problems per subject."""
+    try:
+        root = data_root(data_dir)
+    except ValueError as err:
+        return DataListing(data=f"not found: {err}", unit="problems", error=True)
+    if not root.is_dir():
+        return DataListing(data=f"{root} is not a folder", unit="problems", error=True)
+    listing = DataListing(data=str(root), unit="problems")
+    for dataset in DATASETS:
+        for file in sorted((root / PRESETS[dataset].folder).glob("*.jsonl")):
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    problems = load_problems(dataset, file.stem, root)
+            except (OSError, ValueError) as err:
+                listing.notes.append(f"{dataset}/{file.stem} unreadable: {err}")
+                continue
+            listing.notes.extend(str(w.message) for w in caught)
+            counts = Counter(p.subject or p.dataset for p in problems)
+            listing.sources[f"{dataset}/{file.stem}"] = dict(sorted(counts.items()))
+    if not listing.sources:
+        folders = ", ".join(sorted({p.folder for p in PRESETS.values()}))
+        listing.notes.append(f"no preset files found; expected <folder>/<split>.jsonl for folders {folders}")
+    return listing
+
+
+SPEC = TextEnvSpec(
+    prompt="math",
+    # Episodes end after max_attempts answers; the limit only has to stay above any sensible number of them.
+    max_turns=16,
+    eval_temperature=0.6,
+    max_new_tokens=3072,
+    held_out=HeldOutDatasets(
+        known=DATASETS, default_split="test", default_datasets=("math500",), average=BENCHMARK_AVERAGE
+    ),
+    task_type_rule="the problem's subject, else the dataset name",
+    data=data_listing,
+    data_env_var=DATA_ENV_VAR,
+)
+
+register_text_env("Math-v0", MathEnv, spec=SPEC)

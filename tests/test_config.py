@@ -125,14 +125,14 @@ def test_recompute_setting_reads_yaml_booleans(tmp_path: Path) -> None:
     assert load_config(path, ["train.recompute_old_logprobs=auto"]).train.recompute_old_logprobs == "auto"
 
 
-def test_validation_kind_split_and_metrics_follow_the_env() -> None:
+def test_held_out_tasks_split_and_metrics_follow_the_env() -> None:
     alfworld = config_from_dict({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}})
-    assert (alfworld.validation_kind, alfworld.validation_split) == ("games", "valid_unseen")
+    assert (alfworld.env_spec.held_out.kind, alfworld.validation_split) == ("games", "valid_unseen")
     assert "val/success_rate/pick2" in alfworld.validation_success_metrics()
     math = config_from_dict(
         {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"}}
     )
-    assert (math.validation_kind, math.validation_split) == ("math", "test")
+    assert (math.env_spec.held_out.kind, math.validation_split) == ("datasets", "test")
     assert math.validation_success_metrics() == ["val/aime24/mean@4", "val/aime24/pass@1", "val/aime24/pass@2", "val/aime24/pass@4"]
     five = ["aime24", "amc23", "math500", "minerva", "olympiadbench"]
     average = {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": five, "best_metric": "val/math_average"}}
@@ -140,4 +140,13 @@ def test_validation_kind_split_and_metrics_follow_the_env() -> None:
     with pytest.raises(ConfigError, match="eval.best_metric"):  # the average needs every problem of all five
         config_from_dict(average)
     corridor = config_from_dict(TINY)
-    assert (corridor.validation_kind, corridor.validation_success_metrics()) == ("seeds", ["val/success_rate"])
+    assert corridor.env_spec.held_out.kind == "seeds"
+    assert corridor.validation_success_metrics() == ["val/success_rate", "val/success_rate/corridor"]
+
+
+def test_rollout_and_eval_defaults_come_from_the_env() -> None:
+    corridor = config_from_dict(TINY)
+    assert (corridor.rollout.max_turns, corridor.rollout.max_new_tokens, corridor.prompt_template) == (6, 3, "corridor")
+    alfworld = config_from_dict({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "rollout": {"max_turns": 7}})
+    assert (alfworld.rollout.max_turns, alfworld.rollout.max_new_tokens, alfworld.eval.temperature) == (7, 512, 0.4)
+    assert alfworld.prompt_template == "alfworld"

@@ -98,6 +98,7 @@ class _LiveGame:
     invalid_actions: int = 0
     reward: float = 0.0
     won: bool = False
+    task_type: str = ""
 
 
 @dataclass
@@ -119,7 +120,7 @@ class PoolAgent:
 
         def start(slot: int) -> None:
             run = starting[slot] = waiting.popleft()
-            self.pool.send_reset({slot: (run.seed, {"game_path": run.game_path})})
+            self.pool.send_reset({slot: (run.reset_seed, run.options)})
 
         for slot in range(min(self.pool.num_envs, len(waiting))):
             start(slot)
@@ -133,7 +134,7 @@ class PoolAgent:
                         if info.get("env_error"):
                             yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
                         else:
-                            live[slot] = _LiveGame(run, observation, info, run_rng(run))
+                            live[slot] = _LiveGame(run, observation, info, run_rng(run), task_type=_task_type(run, info))
                     else:
                         finished = self._record_step(live[slot], result)
                         if finished is not None:
@@ -162,7 +163,7 @@ class PoolAgent:
         if terminated or truncated:
             return GameResult(
                 game=game.run.game,
-                task_type=game.run.task_type,
+                task_type=game.task_type,
                 seed=game.run.seed,
                 won=game.won,
                 steps=game.steps,
@@ -170,6 +171,11 @@ class PoolAgent:
                 reward=game.reward,
             )
         return None
+
+
+def _task_type(run: GameRun, info: Mapping[str, Any]) -> str:
+    """The task's type: known before playing (game files), else what the env reports (seeded envs)."""
+    return run.task_type or str(info.get("task_type", ""))
 
 
 def _crashed(run: GameRun, steps: int, invalid_actions: int, error: str) -> GameResult:
@@ -214,14 +220,14 @@ class ModelAgent:
         for start in range(0, len(runs), self.games_per_collect):
             chunk = runs[start : start + self.games_per_collect]
             episodes = self.manager.collect(
-                [run.seed for run in chunk],
-                [{"game_path": run.game_path} for run in chunk],
+                [run.reset_seed for run in chunk],
+                [run.options for run in chunk],
                 seed=derived_seed(chunk[0].seed, chunk[0].game),
             )
             for run, episode in zip(chunk, episodes):
                 yield GameResult(
                     game=run.game,
-                    task_type=run.task_type,
+                    task_type=run.task_type or episode.task_type,
                     seed=run.seed,
                     won=episode.won,
                     steps=len(episode.turns),

@@ -1,7 +1,8 @@
-"""Write an ALFWorld evaluation to disk: ``eval.json``, ``eval.md`` and ``eval.png``.
+"""Write an evaluation to disk: ``eval.json``, ``eval.md`` and ``eval.png``.
 
 ``eval.md`` follows the layout of the published ALFWorld tables (e.g. GiGPO, Table 1): one row per
-method, columns Pick, Look, Clean, Heat, Cool, Pick2, All, success in percent as mean ± s.d. over
+method, one column per task type the env declares (ALFWorld: Pick, Look, Clean, Heat, Cool, Pick2)
+and All, success in percent as mean ± s.d. over
 seeds, with a second table of Wilson 95% intervals, game counts, mean steps and invalid-action ratios.
 Every file is a pure function of the settings and the per-game results, so a resumed evaluation
 writes byte-identical reports.
@@ -14,18 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agentpo.evaluation.runner import EvalResult, EvalSettings
-from agentpo.evaluation.summary import COLUMNS, Cell
-
-#: Column headers of the published tables.
-HEADERS: dict[str, str] = {
-    "pick": "Pick",
-    "look": "Look",
-    "clean": "Clean",
-    "heat": "Heat",
-    "cool": "Cool",
-    "pick2": "Pick2",
-    "all": "All",
-}
+from agentpo.evaluation.summary import Cell, columns
 
 JSON_FILE = "eval.json"
 MARKDOWN_FILE = "eval.md"
@@ -80,31 +70,42 @@ def _cell_json(cell: Cell | None) -> dict[str, Any] | None:
     }
 
 
+def header(column: str) -> str:
+    """A column's header: the task type capitalised (``pick2`` -> ``Pick2``), ``All`` for the total."""
+    return column[:1].upper() + column[1:]
+
+
+def env_name(settings: EvalSettings) -> str:
+    """``agentpo/ALFWorld-v0`` -> ``ALFWorld``."""
+    return settings.env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+
+
 def to_markdown(result: EvalResult) -> str:
     """The human-readable report, laid out like the published ALFWorld tables."""
     cells = result.cells
+    shown = columns(result.task_types)
 
     def row(label: str, render: Callable[[Cell], str]) -> str:
-        values = [render(cells[c]) if cells[c] is not None else "–" for c in COLUMNS]
+        values = [render(cell) if (cell := cells[c]) is not None else "–" for c in shown]
         return "| " + " | ".join([label, *values]) + " |"
 
-    header = "| Method | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |"
-    rule = "| --- | " + " | ".join("---:" for _ in COLUMNS) + " |"
+    head = "| Method | " + " | ".join(header(c) for c in shown) + " |"
+    rule = "| --- | " + " | ".join("---:" for _ in shown) + " |"
     seeds = len(result.settings.seeds)
     lines = [
-        f"# ALFWorld evaluation: {result.settings.split}",
+        f"# {env_name(result.settings)} evaluation: {result.settings.split}",
         "",
         protocol_line(result) + ".",
         "",
         f"Success rate (%), mean ± s.d. over {seeds} seed{'s' if seeds != 1 else ''}:",
         "",
-        header,
+        head,
         rule,
         row(method_label(result.settings), _rate_text),
         "",
         "Per column, pooled over seeds:",
         "",
-        header.replace("Method", "Statistic"),
+        head.replace("Method", "Statistic"),
         rule,
         row("95% Wilson interval (%)", lambda c: f"{100 * c.interval.low:.1f}–{100 * c.interval.high:.1f}"),
         row("games", lambda c: str(c.games)),
@@ -130,7 +131,7 @@ def plot_success(result: EvalResult, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [cell for column in COLUMNS if (cell := result.cells[column]) is not None]
+    cells = [cell for column in columns(result.task_types) if (cell := result.cells[column]) is not None]
     means = [100 * c.rate.mean for c in cells]
     lows = [100 * (c.rate.mean - c.interval.low) for c in cells]
     highs = [100 * (c.interval.high - c.rate.mean) for c in cells]
@@ -143,10 +144,10 @@ def plot_success(result: EvalResult, path: str | Path) -> None:
         if len(cell.per_seed) > 1:
             rates = [100 * rate for rate in cell.per_seed.values()]
             axes.scatter([position] * len(rates), rates, color="black", s=10, zorder=3)
-    axes.set_xticks(list(positions), [HEADERS[c.column] for c in cells])
+    axes.set_xticks(list(positions), [header(c.column) for c in cells])
     axes.set_ylim(0, 105)
     axes.set_ylabel("success (%)")
-    axes.set_title(f"{method_label(result.settings)} on ALFWorld {result.settings.split}", fontsize=11)
+    axes.set_title(f"{method_label(result.settings)} on {env_name(result.settings)} {result.settings.split}", fontsize=11)
     figure.text(0.5, 0.01, protocol_line(result).replace("`", ""), ha="center", fontsize=7)
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path)

@@ -1,18 +1,18 @@
-"""What an ALFWorld evaluation plays (:class:`GameRun`) and what comes out of it (:class:`GameResult`)."""
+"""What an evaluation plays (:class:`GameRun`) and what comes out of it (:class:`GameResult`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from agentpo.evaluation.task_types import game_key, task_type_of
+from agentpo.envs.spec import HeldOutTask
 
 
 @dataclass(frozen=True)
 class GameResult:
     """The outcome of one game played under one seed.
 
-    ``game`` is the split-relative key ``"<task dir>/<trial dir>"`` (see :func:`task_types.game_key`);
+    ``game`` is the held-out task's key (ALFWorld: ``"<task dir>/<trial dir>"``; seeded envs: ``"seed N"``);
     ``steps`` counts environment steps taken; ``invalid_actions`` counts steps the env flagged as
     ``info["invalid_action"]`` (or the rollout could not parse); ``env_error`` is set when the env
     worker crashed or hung, in which case the game counts as lost.
@@ -51,18 +51,30 @@ def sort_results(results: Iterable[GameResult]) -> list[GameResult]:
 
 @dataclass(frozen=True)
 class GameRun:
-    """One game to play under one seed: the ``game.tw-pddl`` path and the seed passed to ``reset``."""
+    """One held-out task to play under one evaluation seed.
 
-    game_path: str
+    The env is reset with the task's own seed when it has one (seeded envs: the seed is the task),
+    else with the evaluation seed and the task's options (game files).
+    """
+
+    task: HeldOutTask
     seed: int
 
     @property
     def game(self) -> str:
-        return game_key(self.game_path)
+        return self.task.key
 
     @property
     def task_type(self) -> str:
-        return task_type_of(self.game_path)
+        return self.task.task_type
+
+    @property
+    def reset_seed(self) -> int:
+        return self.task.seed if self.task.seed is not None else self.seed
+
+    @property
+    def options(self) -> Mapping[str, Any] | None:
+        return dict(self.task.options) or None
 
     @property
     def run_key(self) -> tuple[int, str]:

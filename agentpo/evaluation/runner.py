@@ -1,21 +1,26 @@
-"""Play every game of an ALFWorld split under every seed, resumably, and collect the outcomes.
+"""Play every held-out task under every seed, resumably, and collect the outcomes.
 
 :func:`evaluate_policy` is the one entry point, used by ``agentpo eval`` and by the trainer's
-``eval_every``. Given an output folder it appends each finished game to ``games.jsonl`` and, when run
+validation. Given an output folder it appends each finished game to ``games.jsonl`` and, when run
 again on the same folder with the same settings, plays only the (seed, game) pairs still missing.
+:func:`held_out_tasks` turns a config into the tasks its env declares as held out.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from agentpo.envs.spec import HeldOutGames, HeldOutSeeds, HeldOutTask
 from agentpo.evaluation.log import JsonLinesLog, check_same_settings
 from agentpo.evaluation.policies import Agent
 from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
-from agentpo.evaluation.task_types import game_key, stratified_order
+from agentpo.evaluation.task_types import stratified_order
+
+if TYPE_CHECKING:
+    from agentpo.config import Config
 
 #: Names of the files :func:`evaluate_policy` keeps in its output folder.
 GAMES_FILE = "games.jsonl"
@@ -26,10 +31,13 @@ SETTINGS_FILE = "eval_settings.json"
 class EvalSettings:
     """What an evaluation plays and how; printed on every report and checked when resuming.
 
-    ``model`` names the model (None for the reference policies); ``history`` is the number of past
-    turns in the model's prompt (-1: the whole conversation; None for the reference policies);
-    ``temperature`` is the model's sampling temperature (None for the reference policies); ``limit``
-    keeps the first games of the task-type-stratified order (None: every game of the split).
+    ``split`` names the held-out tasks (a split, or the range of task seeds); ``model`` names the
+    model (None for the reference policies); ``history`` is the number of past turns in the model's
+    prompt (-1: the whole conversation); ``temperature``, ``top_p``, ``max_new_tokens`` and ``prompt``
+    are the model's sampling and template (None for the reference policies); ``limit`` keeps the
+    first games of the task-type-stratified order (None: every game of the split); ``env_kwargs``
+    are the env's constructor arguments. Every field changes results, so resuming a folder under
+    different settings is refused.
     """
 
     env_id: str
@@ -41,6 +49,10 @@ class EvalSettings:
     history: int | None = None
     temperature: float | None = None
     limit: int | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    prompt: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -63,10 +75,11 @@ class EvalResult:
     settings: EvalSettings
     games: tuple[str, ...]
     results: tuple[GameResult, ...]
+    task_types: tuple[str, ...] = ()
     cells: dict[str, Cell | None] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cells", summarise(self.results))
+        object.__setattr__(self, "cells", summarise(self.results, self.task_types))
 
     def summary(self, prefix: str = "val") -> dict[str, float]:
         """Flat scalar metrics for TensorBoard / metrics.jsonl, e.g. ``val/success_rate/heat``.
@@ -88,29 +101,49 @@ class EvalResult:
         return metrics
 
 
-def select_games(game_paths: Sequence[str], limit: int | None) -> list[str]:
-    """The games an evaluation plays: all of them, or the first ``limit`` of the stratified order."""
-    ordered = stratified_order(game_paths)
-    return ordered if limit is None else ordered[:limit]
+def held_out_tasks(config: Config) -> list[HeldOutTask]:
+    """The held-out tasks of ``config``'s env, stratified by task type, the first ``eval.tasks`` of them.
+
+    Seeded envs: the task seeds ``eval.first_seed ..``; envs with game files: the games of the
+    held-out split (``eval.tasks=-1``: all of them). Dataset envs are scored by
+    :func:`agentpo.evaluation.math.evaluate_math` instead.
+    """
+    spec, evaluation = config.env_spec, config.eval
+    held_out = spec.held_out
+    if isinstance(held_out, HeldOutSeeds):
+        first = evaluation.first_seed
+        return [HeldOutTask(f"seed {s}", seed=s) for s in range(first, first + evaluation.tasks)]
+    if isinstance(held_out, HeldOutGames):
+        tasks = stratified_order(held_out.tasks(config.validation_split, config.env.kwargs), spec.task_types)
+        return tasks if evaluation.tasks == -1 else tasks[: evaluation.tasks]
+    raise ValueError(f"{config.env.id} holds out datasets; score them with agentpo.evaluation.math.evaluate_math")
+
+
+def split_label(config: Config) -> str:
+    """How reports name the held-out tasks: the split, or the range of task seeds."""
+    if isinstance(config.env_spec.held_out, HeldOutSeeds):
+        first = config.eval.first_seed
+        return f"task seeds {first}..{first + config.eval.tasks - 1}"
+    return config.validation_split
 
 
 def evaluate_policy(
     agent: Agent,
-    game_paths: Sequence[str],
+    tasks: Sequence[HeldOutTask],
     settings: EvalSettings,
     *,
+    task_types: Sequence[str] = (),
     out_dir: str | Path | None = None,
     on_result: Callable[[GameResult], None] | None = None,
 ) -> EvalResult:
-    """Play each selected game under each seed of ``settings`` with ``agent``.
+    """Play each of ``tasks`` under each seed of ``settings`` with ``agent``.
 
-    ``game_paths`` are the split's ``game.tw-pddl`` files (e.g. ``env.unwrapped.game_paths``). With
-    ``out_dir``, results are appended to ``out_dir/games.jsonl`` as they finish and the games already
-    there are not played again; resuming with different settings is refused, naming what differs.
-    ``on_result`` sees every newly finished game (for progress bars).
+    ``task_types`` are the env's report columns. With ``out_dir``, results are appended to
+    ``out_dir/games.jsonl`` as they finish and the games already there are not played again;
+    resuming with different settings is refused, naming what differs. ``on_result`` sees every
+    newly finished game (for progress bars).
     """
-    games = select_games(game_paths, settings.limit)
-    runs = [GameRun(path, seed) for seed in settings.seeds for path in games]
+    runs = [GameRun(task, seed) for seed in settings.seeds for task in tasks]
     log: JsonLinesLog | None = None
     done: dict[tuple[int, str], GameResult] = {}
     if out_dir is not None:
@@ -134,5 +167,8 @@ def evaluate_policy(
     if missing:
         raise RuntimeError(f"the agent returned without playing {len(missing)} games, e.g. {missing[0]}")
     return EvalResult(
-        settings=settings, games=tuple(game_key(p) for p in games), results=tuple(sort_results(done.values()))
+        settings=settings,
+        games=tuple(t.key for t in tasks),
+        results=tuple(sort_results(done.values())),
+        task_types=tuple(task_types),
     )

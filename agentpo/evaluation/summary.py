@@ -1,6 +1,6 @@
-"""Aggregate per-game ALFWorld outcomes into the cells of a published-style table.
+"""Aggregate per-game outcomes into the cells of a published-style table.
 
-One column per task type plus ``all``. In each cell: the success rate of every seed, their mean and
+One column per task type the env declares (ALFWorld: pick, look, clean, heat, cool, pick2) plus ``all``. In each cell: the success rate of every seed, their mean and
 sample standard deviation, a Wilson 95% interval on the successes pooled over seeds (each seed replays
 the same games, so the pooled interval speaks about this game set under sampling noise, not about
 new games), the mean number of steps per game and the share of steps that were invalid actions.
@@ -13,10 +13,6 @@ from typing import Sequence
 
 from agentpo.evaluation.results import GameResult
 from agentpo.evaluation.stats import Interval, MeanStd, mean_std, wilson_interval
-from agentpo.evaluation.task_types import SHORT_TASK_TYPES
-
-#: Table columns in the published order: the six task types, then the overall success.
-COLUMNS: tuple[str, ...] = (*SHORT_TASK_TYPES, "all")
 
 
 @dataclass(frozen=True)
@@ -39,11 +35,18 @@ class Cell:
     env_errors: int
 
 
-def summarise(results: Sequence[GameResult], confidence: float = 0.95) -> dict[str, Cell | None]:
-    """One :class:`Cell` per column of :data:`COLUMNS`; None for a task type with no games played."""
+def columns(task_types: Sequence[str]) -> tuple[str, ...]:
+    """Table columns: the task types in the env's order, then the overall success."""
+    return (*task_types, "all")
+
+
+def summarise(
+    results: Sequence[GameResult], task_types: Sequence[str] = (), confidence: float = 0.95
+) -> dict[str, Cell | None]:
+    """One :class:`Cell` per column of :func:`columns`; None for a task type with no games played."""
     return {
         column: _cell(column, [r for r in results if column == "all" or r.task_type == column], confidence)
-        for column in COLUMNS
+        for column in columns(task_types)
     }
 
 

@@ -4,10 +4,9 @@ from agentpo.rollout.batch import TrainBatch, collate
 from agentpo.rollout.engines.base import Engine, Generation, SamplingParams
 from agentpo.rollout.episode import Episode, Turn
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
-from agentpo.rollout.prompting import DEFAULT_PROMPTS, PromptTemplate
+from agentpo.rollout.prompting import PromptTemplate
 
 __all__ = [
-    "DEFAULT_PROMPTS",
     "Engine",
     "Episode",
     "Generation",

@@ -46,13 +46,6 @@ from agentpo.rollout.parsing import PARSERS
 #: Where the built-in templates live (the repository's top-level ``prompts/`` folder).
 PROMPTS_DIR = Path(str(importlib.resources.files("agentpo.prompts")))
 
-#: The built-in template each built-in env uses unless told otherwise.
-DEFAULT_PROMPTS: dict[str, str] = {
-    "agentpo/Corridor-v0": "corridor",
-    "agentpo/ALFWorld-v0": "alfworld",
-    "agentpo/Math-v0": "math",
-}
-
 _FIELDS: dict[str, frozenset[str]] = {
     "first": frozenset({"task", "observation", "admissible_actions"}),
     "next": frozenset({"task", "observation", "admissible_actions", "history", "step", "history_length"}),

@@ -111,6 +111,13 @@ class MetricsLogger:
             )
             self._progress.update(step - self._progress.n)
 
+    def phase(self, name: str, done: int, total: int) -> None:
+        """Show a long phase's progress (``validation 12/64``) on the progress bar; ``total`` 0 when unknown."""
+        if self._progress is None:
+            return
+        count = f"{done}/{total}" if total else str(done)
+        self._progress.set_description_str(f"train [{name} {count}]" if total == 0 or done < total else "train")
+
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""
         if self._progress is not None:

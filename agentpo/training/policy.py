@@ -3,33 +3,29 @@ over the env's words), LoRA adapters, and the frozen reference model for the KL 
 
 from __future__ import annotations
 
-import inspect
 import re
 import string
 from pathlib import Path
 from typing import Any
 
-import gymnasium
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from agentpo.config import Config, LoraConfig
+from agentpo.envs import text_spec
 from agentpo.rollout.prompting import PromptTemplate
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate) -> list[str]:
-    """Every word a tiny model must read: the env class's ``vocabulary()`` plus the template's fixed words.
-
-    ``vocabulary`` receives the env kwargs its signature names (e.g. Corridor's ``length``).
-    """
-    env_class = gymnasium.envs.registration.load_env_creator(gymnasium.spec(env_id).entry_point)
-    vocabulary = getattr(env_class, "vocabulary", None)
+    """Every word a tiny model must read: the env's declared ``vocabulary(env_kwargs)`` plus the template's fixed words."""
+    vocabulary = text_spec(env_id).vocabulary
     if vocabulary is None:
-        raise ValueError(f"model.source=tiny needs an env with a vocabulary() method; {env_id} has none")
-    wanted = inspect.signature(vocabulary).parameters
-    words = list(vocabulary(**{k: v for k, v in env_kwargs.items() if k in wanted}))
+        raise ValueError(
+            f"model.source=tiny needs an env that declares a vocabulary (TextEnvSpec.vocabulary); {env_id} has none"
+        )
+    words = list(vocabulary(env_kwargs))
     for text in (template.system, template.first, template.next, template.followup, template.history_entry):
         fixed = "".join(literal for literal, *_ in string.Formatter().parse(text))
         words += _WORD.findall(fixed.lower())

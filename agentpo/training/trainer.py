@@ -145,7 +145,7 @@ class Trainer:
         self.pool = EnvPool(
             config.env.id,
             config.episodes_per_batch,
-            env_kwargs=config.env.kwargs,
+            env_kwargs={**config.env.kwargs, "max_episode_steps": rollout.max_turns},
             num_workers=config.env.num_workers,
         )
         sampling = SamplingParams(
@@ -167,7 +167,9 @@ class Trainer:
         )
         self.validation: Validation | None = None
         if config.eval.tasks:
-            self.validation = build_validation(config, self.engine, self.tokenizer, self.pool, settings)
+            self.validation = build_validation(
+                config, self.engine, self.tokenizer, self.pool, settings, progress=self._validation_progress
+            )
             # A resumed run validates its iterations after the checkpoint again, with its own weights.
             forget_best_after(self.run_dir, self.start_step)
 
@@ -234,6 +236,9 @@ class Trainer:
                 f"{sorted(metrics)}"
             )
         return metrics
+
+    def _validation_progress(self, done: int, total: int) -> None:
+        self.logger.phase("validation", done, total)
 
     def _keep_if_best(self, step: int, value: float) -> None:
         """Save the policy as the run's best when ``value`` beats every earlier validation (ties keep the earlier)."""

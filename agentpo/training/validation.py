@@ -1,18 +1,16 @@
 """Validation during training: the evaluation code of ``agentpo eval``, run on held-out tasks.
 
-Three kinds, chosen by :attr:`Config.validation_kind`:
+What is held out is the env's declaration (:attr:`TextEnvSpec.held_out`):
 
-* ``games`` (ALFWorld): :func:`~agentpo.evaluation.runner.evaluate_policy` with a
-  :class:`~agentpo.evaluation.policies.ModelAgent` over the games of a held-out split;
-* ``math``: :func:`~agentpo.evaluation.math.evaluate_math` with a
-  :class:`~agentpo.evaluation.math.ModelSolver` on held-out benchmarks;
-* ``seeds`` (Corridor, user envs without splits): the held-out task seeds, one attempt each, scored by
-  the same :class:`~agentpo.evaluation.runner.EvalResult` as the games, so every kind logs
-  ``val/success_rate`` with one definition.
+* task seeds or game files: :func:`~agentpo.evaluation.runner.evaluate_policy` with a
+  :class:`~agentpo.evaluation.policies.ModelAgent` over :func:`~agentpo.evaluation.runner.held_out_tasks`,
+  logging ``val/success_rate`` (and one rate per declared task type);
+* datasets: :func:`~agentpo.evaluation.math.evaluate_math` with a
+  :class:`~agentpo.evaluation.math.ModelSolver` on the held-out benchmarks.
 
 The model plays with the training prompt, action parsing and history window (the training
-:class:`RolloutManager` with one attempt per task), sampling at ``eval.temperature``. Games and math
-keep their per-game / per-sample records in ``RUN_DIR/eval/step_NNNNNN/`` for inspection.
+:class:`RolloutManager` with one attempt per task), sampling at ``eval.temperature``. Per-game /
+per-sample records are kept in ``RUN_DIR/eval/step_NNNNNN/`` for inspection.
 """
 
 from __future__ import annotations
@@ -20,18 +18,21 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
 from agentpo.config import Config
 from agentpo.envs.pool import EnvPool
-from agentpo.evaluation.results import GameResult
-from agentpo.evaluation.runner import EvalResult, EvalSettings, evaluate_policy
+from agentpo.envs.spec import HeldOutDatasets
+from agentpo.evaluation.runner import EvalSettings, evaluate_policy, held_out_tasks, split_label
 from agentpo.rollout.engines.base import Engine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 
 EVAL_DIR = "eval"
+
+#: ``progress(done, total)`` after every finished task (game, or batch of problems).
+Progress = Callable[[int, int], None]
 
 
 class Validation(Protocol):
@@ -47,24 +48,27 @@ class Validation(Protocol):
 
 
 def build_validation(
-    config: Config, engine: Engine, tokenizer: PreTrainedTokenizerBase, pool: EnvPool, rollout: RolloutSettings
+    config: Config,
+    engine: Engine,
+    tokenizer: PreTrainedTokenizerBase,
+    pool: EnvPool,
+    rollout: RolloutSettings,
+    progress: Progress | None = None,
 ) -> Validation:
     """The validation of ``config`` (its ``eval`` section must ask for one: ``eval.tasks != 0``).
 
     Args:
         engine, tokenizer: the training engine, sampling from the policy being trained.
-        pool: the training env pool; ALFWorld validation plays its games there (a reset may name any
-            game file), and seeded envs too unless ``eval.env_kwargs`` asks for other env settings.
+        pool: the training env pool; held-out games and seeds play there (a reset may name any game
+            file) unless ``eval.env_kwargs`` asks for other env settings.
         rollout: the training rollout settings; validation keeps them but for one attempt per task
             and the ``eval.temperature`` sampling.
+        progress: told ``(done, total)`` as held-out tasks finish.
     """
     settings = replace(rollout, group_size=1, sampling=replace(rollout.sampling, temperature=config.eval.temperature))
-    kind = config.validation_kind
-    if kind == "games":
-        return GameValidation(config, RolloutManager(engine, tokenizer, pool, settings))
-    if kind == "math":
-        return MathValidation(config, engine, tokenizer, settings)
-    return SeedValidation(config, engine, tokenizer, pool, settings)
+    if isinstance(config.env_spec.held_out, HeldOutDatasets):
+        return MathValidation(config, engine, tokenizer, settings, progress)
+    return EpisodeValidation(config, engine, tokenizer, pool, settings, progress)
 
 
 def _fresh_dir(config: Config, step: int) -> Path:
@@ -75,47 +79,88 @@ def _fresh_dir(config: Config, step: int) -> Path:
     return out
 
 
-class GameValidation:
-    """ALFWorld: the first ``eval.tasks`` games of the held-out split (all with -1) under ``eval.seeds`` seeds."""
+class EpisodeValidation:
+    """Held-out task seeds or games (``eval.tasks`` of them, all with -1) under ``eval.seeds`` seeds."""
 
-    def __init__(self, config: Config, manager: RolloutManager):
-        from agentpo.envs.alfworld_games import find_games, resolve_data_dir
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        tokenizer: PreTrainedTokenizerBase,
+        pool: EnvPool,
+        rollout: RolloutSettings,
+        progress: Progress | None = None,
+    ):
         from agentpo.evaluation.policies import ModelAgent
 
         self.config = config
-        self.agent = ModelAgent(manager)
-        self.game_paths = find_games(resolve_data_dir(config.env.kwargs.get("data_dir")), config.validation_split)
+        self.progress = progress
+        self.own_pool = None
+        if config.eval.env_kwargs:
+            self.own_pool = EnvPool(
+                config.env.id,
+                pool.num_envs,
+                env_kwargs={**config.env.kwargs, **config.eval.env_kwargs, "max_episode_steps": rollout.max_turns},
+                num_workers=config.env.num_workers,
+            )
+        self.agent = ModelAgent(RolloutManager(engine, tokenizer, self.own_pool or pool, rollout))
+        self.tasks = held_out_tasks(config)
         self.settings = EvalSettings(
             env_id=config.env.id,
-            split=config.validation_split,
+            split=split_label(config),
             policy="model",
             seeds=tuple(range(config.eval.seeds)),
-            max_steps=config.rollout.max_turns,
-            history=config.rollout.history,
+            max_steps=rollout.max_turns,
+            history=rollout.history,
             temperature=config.eval.temperature,
             limit=None if config.eval.tasks == -1 else config.eval.tasks,
         )
 
     def __call__(self, step: int) -> dict[str, float]:
         settings = replace(self.settings, model=f"{self.config.run_dir} step {step}")
-        return evaluate_policy(self.agent, self.game_paths, settings, out_dir=_fresh_dir(self.config, step)).summary()
+        total, done = len(self.tasks) * len(settings.seeds), 0
+
+        def finished(_: object) -> None:
+            nonlocal done
+            done += 1
+            if self.progress is not None:
+                self.progress(done, total)
+
+        result = evaluate_policy(
+            self.agent,
+            self.tasks,
+            settings,
+            task_types=self.config.env_spec.task_types,
+            out_dir=_fresh_dir(self.config, step),
+            on_result=finished,
+        )
+        return result.summary()
 
     def close(self) -> None:
-        """Nothing to release: the games run in the training pool."""
+        if self.own_pool is not None:
+            self.own_pool.close()
 
 
 class MathValidation:
     """Math: ``eval.n`` samples per problem on each of ``eval.datasets`` (first ``eval.tasks`` problems)."""
 
-    def __init__(self, config: Config, engine: Engine, tokenizer: PreTrainedTokenizerBase, rollout: RolloutSettings):
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        tokenizer: PreTrainedTokenizerBase,
+        rollout: RolloutSettings,
+        progress: Progress | None = None,
+    ):
         from agentpo.envs.math_grading import MathGrader
         from agentpo.evaluation.math import MathEvalSettings, ModelSolver
 
         self.config = config
+        self.progress = progress
         self.solver = ModelSolver(engine, tokenizer, rollout.sampling, prompt=rollout.prompt)
         self.grader = MathGrader()
         self.settings = MathEvalSettings(
-            datasets=config.eval.datasets,
+            datasets=config.validation_datasets,
             n=config.eval.n,
             seed=config.train.seed,
             split=config.validation_split,
@@ -129,71 +174,23 @@ class MathValidation:
         from agentpo.evaluation.math import evaluate_math
 
         settings = replace(self.settings, model=f"{self.config.run_dir} step {step}")
+        done = 0
+
+        def graded(count: int) -> None:
+            nonlocal done
+            done += count
+            if self.progress is not None:
+                self.progress(done, 0)
+
         result = evaluate_math(
             self.solver,
             settings,
             self.grader,
             data_dir=self.config.env.kwargs.get("data_dir"),
             out_dir=_fresh_dir(self.config, step),
+            on_batch=graded,
         )
         return result.summary()
 
     def close(self) -> None:
         self.grader.close()
-
-
-class SeedValidation:
-    """Seeded envs: task seeds ``eval.first_seed ..`` (``eval.tasks`` of them), one attempt each."""
-
-    def __init__(
-        self,
-        config: Config,
-        engine: Engine,
-        tokenizer: PreTrainedTokenizerBase,
-        pool: EnvPool,
-        rollout: RolloutSettings,
-    ):
-        self.config = config
-        self.own_pool = None
-        if config.eval.env_kwargs:
-            self.own_pool = EnvPool(
-                config.env.id,
-                pool.num_envs,
-                env_kwargs={**config.env.kwargs, **config.eval.env_kwargs},
-                num_workers=config.env.num_workers,
-            )
-        self.manager = RolloutManager(engine, tokenizer, self.own_pool or pool, rollout)
-        first = config.eval.first_seed
-        self.task_seeds = list(range(first, first + config.eval.tasks))
-        self.settings = EvalSettings(
-            env_id=config.env.id,
-            split=f"task seeds {first}..{first + config.eval.tasks - 1}",
-            policy="model",
-            seeds=(config.train.seed,),
-            max_steps=config.rollout.max_turns,
-            history=config.rollout.history,
-            temperature=config.eval.temperature,
-        )
-
-    def __call__(self, step: int) -> dict[str, float]:
-        seed = self.config.train.seed
-        episodes = self.manager.collect(self.task_seeds, seed=seed)
-        results = tuple(
-            GameResult(
-                game=f"seed {task_seed}",
-                task_type=episode.task_type,
-                seed=seed,
-                won=episode.won,
-                steps=len(episode.turns),
-                invalid_actions=sum(turn.invalid for turn in episode.turns),
-                reward=episode.reward,
-                env_error=episode.env_error,
-            )
-            for task_seed, episode in zip(self.task_seeds, episodes)
-        )
-        settings = replace(self.settings, model=f"{self.config.run_dir} step {step}")
-        return EvalResult(settings=settings, games=tuple(r.game for r in results), results=results).summary()
-
-    def close(self) -> None:
-        if self.own_pool is not None:
-            self.own_pool.close()

@@ -143,8 +143,8 @@ def test_legacy_put_wins_the_game(make_env, alfworld_data_dir):
     assert (reward, terminated, info["won"], info["invalid_action"]) == (1.0, True, True, False)
 
 
-def test_max_steps_truncates(make_env):
-    env = make_env(max_steps=2)
+def test_max_episode_steps_truncates(make_env):
+    env = make_env(max_episode_steps=2)
     env.reset(seed=1)
     assert env.step("look")[3] is False
     _, _, terminated, truncated, info = env.step("look")

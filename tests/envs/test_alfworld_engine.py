@@ -60,7 +60,7 @@ def agentpo_trace(env: gym.Env, game: str) -> list[tuple]:
 
 
 def assert_identical(games: list[str], cache_dir: Path) -> None:
-    env = gym.make("agentpo/ALFWorld-v0", game_path=games[0], cache_dir=str(cache_dir), max_steps=1000)
+    env = gym.make("agentpo/ALFWorld-v0", game_path=games[0], cache_dir=str(cache_dir), max_episode_steps=1000)
     for game in games:
         expected, got = stock_trace(game), agentpo_trace(env, game)
         assert len(got) == len(expected)

@@ -25,7 +25,7 @@ SPLIT = "valid_unseen"
 
 @pytest.fixture(scope="module")
 def env_kwargs(alfworld_data_dir: Path) -> dict[str, object]:
-    return {"split": SPLIT, "data_dir": str(alfworld_data_dir), "max_steps": 50}
+    return {"split": SPLIT, "data_dir": str(alfworld_data_dir), "max_episode_steps": 50}
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,14 @@
-"""Every game of both validation splits lands in the right task-type bucket."""
+"""Every held-out ALFWorld game lands in the right task type, and the stratified order interleaves types."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from agentpo.evaluation.task_types import (
-    SHORT_TASK_TYPES,
-    bucket_by_task_type,
-    game_key,
-    stratified_order,
-    task_type_of,
-)
+from agentpo.envs import HeldOutTask, text_spec
+from agentpo.evaluation.task_types import stratified_order
 
 # Per-type game counts of the validation splits, from ../shared/alfworld/SOURCE.md (ALFWorld's own counts).
 SPLIT_COUNTS = {
@@ -21,26 +17,21 @@ SPLIT_COUNTS = {
 }
 
 
+@pytest.mark.alfworld
 @pytest.mark.parametrize("split", sorted(SPLIT_COUNTS))
-def test_every_validation_game_is_bucketed(alfworld_data_dir: Path, split: str) -> None:
-    paths = sorted(str(p) for p in (alfworld_data_dir / "json_2.1.1" / split).glob("*/*/game.tw-pddl"))
-    buckets = bucket_by_task_type(paths)
-    assert {t: len(games) for t, games in buckets.items()} == SPLIT_COUNTS[split]
-    assert sorted(g for games in buckets.values() for g in games) == sorted(game_key(p) for p in paths)
+def test_every_held_out_game_has_its_task_type(alfworld_data_dir: Path, split: str) -> None:
+    spec = text_spec("agentpo/ALFWorld-v0")
+    tasks = spec.held_out.tasks(split, {"data_dir": str(alfworld_data_dir)})
+    assert Counter(t.task_type for t in tasks) == SPLIT_COUNTS[split]
+    paths = sorted((alfworld_data_dir / "json_2.1.1" / split).glob("*/*/game.tw-pddl"))
+    assert [t.key for t in tasks] == [f"{p.parent.parent.name}/{p.parent.name}" for p in paths]
+    heat = next(t for t in tasks if t.key.startswith("pick_heat_then_place_in_recep-"))
+    assert heat.task_type == "heat" and Path(heat.options["game_path"]).name == "game.tw-pddl"
+    assert spec.task_types == ("pick", "look", "clean", "heat", "cool", "pick2")
 
 
-def test_keys_and_types_from_paths() -> None:
-    path = "/data/json_2.1.1/valid_seen/pick_heat_then_place_in_recep-Egg-None-Fridge-2/trial_T1/game.tw-pddl"
-    assert game_key(path) == "pick_heat_then_place_in_recep-Egg-None-Fridge-2/trial_T1"
-    assert task_type_of(path) == "heat"
-    with pytest.raises(ValueError, match="pick_and_place_with_movable_recep"):
-        task_type_of("/d/pick_and_place_with_movable_recep-Pen-Mug-Desk-3/trial_T2/game.tw-pddl")
-
-
-def test_stratified_order_interleaves_task_types() -> None:
-    games = [f"{prefix}-X-None-Y-1/trial_{i}/game.tw-pddl" for prefix in
-             ("pick_two_obj_and_place", "look_at_obj_in_light", "pick_and_place_simple") for i in range(3)]
-    order = stratified_order(games)
-    assert [task_type_of(g) for g in order[:3]] == ["pick", "look", "pick2"]
-    assert sorted(order) == sorted(games)
-    assert SHORT_TASK_TYPES == ("pick", "look", "clean", "heat", "cool", "pick2")
+def test_stratified_order_interleaves_task_types_in_the_given_order() -> None:
+    tasks = [HeldOutTask(f"{t}-{i}", task_type=t) for t in ("pick2", "look", "pick", "odd") for i in range(2)]
+    order = stratified_order(tasks, ("pick", "look", "pick2"))
+    assert [t.key for t in order] == ["pick-0", "look-0", "pick2-0", "odd-0", "pick-1", "look-1", "pick2-1", "odd-1"]
+    assert stratified_order([]) == []

@@ -9,12 +9,13 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from agentpo.envs.corridor import CorridorEnv
-from agentpo.rollout.prompting import DEFAULT_PROMPTS, PROMPTS_DIR, HistoryItem, PromptBuilder, PromptTemplate
+from agentpo.envs import registered_ids, text_spec
+from agentpo.rollout.prompting import PROMPTS_DIR, HistoryItem, PromptBuilder, PromptTemplate
 
 MINIMAL = {"first": "{observation}", "next": "{history} {observation}", "parser": "raw"}
 
 
-@pytest.mark.parametrize("name", sorted({*DEFAULT_PROMPTS.values(), *(p.stem for p in PROMPTS_DIR.glob("*.yaml"))}))
+@pytest.mark.parametrize("name", sorted({*(text_spec(i).prompt for i in registered_ids()), *(p.stem for p in PROMPTS_DIR.glob("*.yaml"))}))
 def test_builtin_templates_load(name: str) -> None:
     template = PromptTemplate.load(name)
     assert template.name == name

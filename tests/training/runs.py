@@ -17,7 +17,7 @@ def tiny_config(run_dir: Path, **sections: dict) -> Config:
     data: dict = {
         "run_dir": str(run_dir),
         "model": {"source": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1, "max_turns": 3}},
+        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1}},
         "rollout": {"group_size": 4, "max_turns": 3, "history": 0, "max_new_tokens": 3},
         "algorithm": {"loss": "holder", "p_schedule": "linear_dec", "p_min": -2.0, "p_max": 2.0, "p_steps": 8},
         "optim": {"lr": 3e-3},

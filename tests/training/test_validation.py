@@ -72,7 +72,7 @@ def test_alfworld_validation_plays_held_out_games_with_the_evaluation_runner(
         {
             "run_dir": str(tmp_path / "run"),
             "model": {"source": "pretrained", "path": _pretrained_tiny(tmp_path, ["go", "to", "take", "look"])},
-            "env": {"id": "agentpo/ALFWorld-v0", "kwargs": {"data_dir": str(alfworld_data_dir), "max_steps": 2}},
+            "env": {"id": "agentpo/ALFWorld-v0", "kwargs": {"data_dir": str(alfworld_data_dir)}},
             "rollout": {"group_size": 2, "max_turns": 2, "history": 2, "max_new_tokens": 4},
             "train": {"steps": 1, "batch_tasks": 1, "minibatches": 2},
             "eval": {"tasks": 6, "split": "valid_unseen", "temperature": 1.0},
