@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import gymnasium as gym
 import pytest
 
-import agentpo.envs  # noqa: F401  (registers the ids)
+from agentpo.envs import HeldOutTask, text_spec
 from agentpo.envs.pool import EnvPool
-from agentpo.evaluation.policies import ExpertPolicy, PoolAgent, RandomPolicy
+from agentpo.evaluation import runner
+from agentpo.evaluation.policies import Agent, ExpertPolicy, PoolAgent, RandomPolicy
 from agentpo.evaluation.report import to_markdown, write_report
 from agentpo.evaluation.results import GameResult, GameRun
-from agentpo.evaluation.runner import GAMES_FILE, EvalSettings, evaluate_policy
-from agentpo.evaluation.task_types import SHORT_TASK_TYPES
+from agentpo.evaluation.runner import GAMES_FILE, EvalResult, EvalSettings
+from agentpo.evaluation.task_types import stratified_order
 
 pytestmark = pytest.mark.alfworld
 
@@ -28,13 +28,18 @@ def env_kwargs(alfworld_data_dir: Path) -> dict[str, object]:
     return {"split": SPLIT, "data_dir": str(alfworld_data_dir), "max_episode_steps": 50}
 
 
+SHORT_TASK_TYPES = text_spec(ENV_ID).task_types
+
+
 @pytest.fixture(scope="module")
-def game_paths(env_kwargs: dict[str, object]) -> list[str]:
-    env = gym.make(ENV_ID, **env_kwargs)
-    try:
-        return list(env.unwrapped.game_paths)
-    finally:
-        env.close()
+def game_paths(env_kwargs: dict[str, object]) -> list[HeldOutTask]:
+    """The split's games as the env declares them, in the stratified order ``eval.tasks`` takes a prefix of."""
+    return stratified_order(text_spec(ENV_ID).held_out.tasks(SPLIT, env_kwargs), SHORT_TASK_TYPES)
+
+
+def evaluate_policy(agent: Agent, tasks: list[HeldOutTask], settings: EvalSettings, **kwargs) -> EvalResult:
+    """The runner on the first ``settings.limit`` tasks, with ALFWorld's task-type columns."""
+    return runner.evaluate_policy(agent, tasks[: settings.limit], settings, task_types=SHORT_TASK_TYPES, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def _settings(policy: str, limit: int, seeds: tuple[int, ...] = (0,)) -> EvalSet
     return EvalSettings(env_id=ENV_ID, split=SPLIT, policy=policy, seeds=seeds, max_steps=50, limit=limit)
 
 
-def test_expert_wins_every_game_of_every_task_type(pool: EnvPool, game_paths: list[str]) -> None:
+def test_expert_wins_every_game_of_every_task_type(pool: EnvPool, game_paths: list[HeldOutTask]) -> None:
     result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 24))
     assert len(result.results) == 24
     assert all(r.won and r.env_error is None for r in result.results)
@@ -59,7 +64,7 @@ def test_expert_wins_every_game_of_every_task_type(pool: EnvPool, game_paths: li
     assert 3 <= overall.mean_steps <= 12  # walkthroughs are 3-10 steps
 
 
-def test_random_policy_is_far_below_the_expert(pool: EnvPool, game_paths: list[str]) -> None:
+def test_random_policy_is_far_below_the_expert(pool: EnvPool, game_paths: list[HeldOutTask]) -> None:
     result = evaluate_policy(PoolAgent(pool, RandomPolicy()), game_paths, _settings("random", 6))
     overall = result.cells["all"]
     assert overall is not None and overall.trials == 6
@@ -84,7 +89,7 @@ class _Interrupting:
 
 
 def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
-    pool: EnvPool, game_paths: list[str], tmp_path: Path
+    pool: EnvPool, game_paths: list[HeldOutTask], tmp_path: Path
 ) -> None:
     settings = _settings("random", 3, seeds=(0, 1))
     resumed_dir, straight_dir = tmp_path / "resumed", tmp_path / "straight"
@@ -115,7 +120,7 @@ def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
                         out_dir=resumed_dir)
 
 
-def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths: list[str], tmp_path: Path) -> None:
+def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths: list[HeldOutTask], tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentpo.evaluation.policies import ModelAgent
@@ -139,13 +144,14 @@ def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths
         ModelAgent(RolloutManager(engine, tokenizer, pool, RolloutSettings(group_size=2, prompt="alfworld")))
 
 
-def test_a_game_the_env_cannot_play_counts_as_lost_and_is_reported(pool: EnvPool, game_paths: list[str],
+def test_a_game_the_env_cannot_play_counts_as_lost_and_is_reported(pool: EnvPool, game_paths: list[HeldOutTask],
                                                                    tmp_path: Path) -> None:
     broken = tmp_path / "pick_and_place_simple-Pen-None-Desk-1" / "trial_T0" / "game.tw-pddl"
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json", encoding="utf-8")
     settings = _settings("expert", 2)
-    result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), [str(broken), game_paths[0]], settings)
+    broken_task = HeldOutTask("pick_and_place_simple-Pen-None-Desk-1/trial_T0", {"game_path": str(broken)}, "pick")
+    result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), [broken_task, game_paths[0]], settings)
     lost, won = sorted(result.results, key=lambda r: r.won)
     assert (lost.won, lost.steps, lost.game) == (False, 0, "pick_and_place_simple-Pen-None-Desk-1/trial_T0")
     assert lost.env_error is not None and "game.tw-pddl" in lost.env_error

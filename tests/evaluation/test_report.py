@@ -11,6 +11,8 @@ from agentpo.evaluation.report import to_markdown, write_report
 from agentpo.evaluation.results import GameResult
 from agentpo.evaluation.runner import EvalResult, EvalSettings
 
+TASK_TYPES = ("pick", "look", "clean", "heat", "cool", "pick2")
+
 GAMES = {
     "pick_and_place_simple-A-None-B-1/t1": "pick",
     "pick_and_place_simple-A-None-B-1/t2": "pick",
@@ -31,7 +33,7 @@ def _evaluation() -> EvalResult:
     ]
     settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_unseen", policy="model", seeds=(0, 1),
                             max_steps=50, model="runs/exp/checkpoint-40", history=2, temperature=0.4)
-    return EvalResult(settings=settings, games=tuple(GAMES), results=tuple(results))
+    return EvalResult(settings=settings, games=tuple(GAMES), results=tuple(results), task_types=TASK_TYPES)
 
 
 def test_cells_hold_per_seed_means_pooled_intervals_steps_and_invalid_ratio() -> None:
@@ -68,7 +70,7 @@ def test_report_of_a_policy_that_never_wins(tmp_path: Path) -> None:
     lost = [_result(game, seed, False, 50, 50) for game in GAMES for seed in (0, 1, 2)]
     settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_seen", policy="random", seeds=(0, 1, 2),
                             max_steps=50)
-    paths = write_report(EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost)), tmp_path)
+    paths = write_report(EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost), task_types=TASK_TYPES), tmp_path)
     assert "| random | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 |" in paths["markdown"].read_text()
     assert paths["chart"].stat().st_size > 0
 
@@ -81,3 +83,10 @@ def test_written_report_files(tmp_path: Path) -> None:
     assert report["table"]["look"] is None
     assert report["settings"]["seeds"] == [0, 1]
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_env_without_task_types_reports_the_overall_column_only() -> None:
+    settings = EvalSettings(env_id="agentpo/Corridor-v0", split="task seeds 5..6", policy="expert", seeds=(0,), max_steps=6)
+    results = (GameResult(game="seed 5", task_type="corridor", seed=0, won=True, steps=3, invalid_actions=0, reward=1.0),)
+    text = to_markdown(EvalResult(settings=settings, games=("seed 5",), results=results))
+    assert "# Corridor evaluation: task seeds 5..6" in text and "| Method | All |" in text
