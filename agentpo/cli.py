@@ -1,8 +1,10 @@
 """The ``agentpo`` command line: ``agentpo train | eval | envs | play | plot``.
 
 Each subcommand lives in ``agentpo/commands/<name>.py`` and exposes ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Command modules import heavy libraries
-(torch, the ALFWorld engine) inside ``run`` so that ``agentpo --help`` stays instant.
+``EXAMPLES`` (shown at the end of its ``--help``), ``add_arguments(parser)`` and
+``run(args) -> int``. Command modules import heavy libraries (torch, the ALFWorld engine) inside
+``run`` so that ``agentpo --help`` stays instant. ``key=value`` overrides may come anywhere on the
+line, before or after the options.
 """
 
 from __future__ import annotations
@@ -10,23 +12,51 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 COMMANDS = ("train", "eval", "envs", "play", "plot")
 
 
+def package_version() -> str:
+    """The installed agentpo version (``unknown`` when running from a bare checkout)."""
+    try:
+        return version("agentpo")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentpo", description="Agentic RL for LLMs with HölderPO.")
+    parser = argparse.ArgumentParser(
+        prog="agentpo",
+        description="Agentic RL for LLMs with HölderPO.",
+        epilog="Run `agentpo COMMAND --help` for a command's options and examples.",
+    )
+    version_text = f"agentpo {package_version()}"
+    parser.add_argument("--version", action="version", version=version_text)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"agentpo.commands.{name}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=getattr(module, "EXAMPLES", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument("--version", action="version", version=version_text)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positionals in one run: overrides written after an option arrive here.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args._run(args) or 0)
 
 

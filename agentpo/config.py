@@ -336,8 +336,9 @@ class EvalConfig:
         metadata={"help": "seeded envs: env.kwargs overrides for validation (empty: the training env)"},
     )
     best_metric: str = option(
-        "val/success_rate",
-        "validation number (higher is better) that picks RUN_DIR/checkpoints/best; math: e.g. val/math500/mean@1",
+        "",
+        "validation number (higher is better) that picks RUN_DIR/checkpoints/best ('': val/success_rate, or "
+        "the first dataset's val/<dataset>/mean@n)",
     )
     policy: Literal["model", "expert", "random"] = option(
         "model",
@@ -404,6 +405,8 @@ class Config:
             "train.micro_batch_episodes",
             f"{self.train.micro_batch_episodes} exceeds the {self.episodes_per_minibatch} episodes of a minibatch",
         )
+        if not self.eval.best_metric:
+            object.__setattr__(self, "eval", dataclasses.replace(self.eval, best_metric=self.validation_success_metrics()[0]))
         if self.eval.tasks != 0:
             self._check_validation()
 

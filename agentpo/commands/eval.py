@@ -1,214 +1,261 @@
-"""``agentpo eval``: success per task type on ALFWorld, or mean@n and pass@k on math benchmarks.
+"""``agentpo eval``: score a policy on the env's held-out tasks, with the config language of ``train``.
 
-    agentpo eval --policy expert --env agentpo/ALFWorld-v0 --split valid_unseen --seeds 1
-    agentpo eval --model runs/alfworld --env agentpo/ALFWorld-v0 --split valid_unseen --seeds 3
-    agentpo eval --model Qwen/Qwen2.5-Math-1.5B --env agentpo/Math-v0 --dataset aime24 amc23 --n 8
+The settings are a training config (``--config FILE``, or a run folder's own with ``--run RUN_DIR``)
+plus ``key=value`` overrides with the same names as in ``train``: the env (``env.id``,
+``env.kwargs``), the model (``model.path``), the rollout (``rollout.max_turns``, ``rollout.history``,
+``rollout.prompt``, ``rollout.top_p``, ``rollout.max_new_tokens``) and the ``eval`` section (``policy``,
+``split``, ``tasks``, ``seeds``, ``temperature``, ``datasets``, ``n``, ``checkpoint``). What is held
+out is the env's declaration: the games of a split, the task seeds from ``eval.first_seed``, or
+problem datasets (mean@n and pass@k).
 
-Results go to ``--out`` (default ``runs/eval/<env>-<split or datasets>-<policy or model>``); rerunning
-the same command on the same folder resumes where an interrupted run stopped.
+Results go to ``--out`` (default ``RUN_DIR/eval/...`` for a run, else ``runs/eval/...``); rerunning
+on the same folder resumes where an interrupted run stopped, and refuses when a setting that
+changes results (model, sampling, prompt, limits, env arguments) differs from the recorded one.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-HELP = "evaluate a policy: ALFWorld success per task type, or math mean@n and pass@k"
+if TYPE_CHECKING:
+    from agentpo.config import Config
 
-ALFWORLD = "agentpo/ALFWorld-v0"
-MATH = "agentpo/Math-v0"
+HELP = "evaluate a policy on an env's held-out tasks (success per task type, or mean@n / pass@k)"
 
-#: Settings whose sensible value differs between the two envs; ``None`` on the command line means these.
-ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    ALFWORLD: {"split": "valid_unseen", "temperature": 0.4, "max_new_tokens": 512},
-    MATH: {"split": "test", "temperature": 0.6, "max_new_tokens": 3072},
-}
+EXAMPLES = """examples:
+  agentpo eval --run runs/quickstart                                  # the run's config and best checkpoint
+  agentpo eval --run runs/quickstart eval.checkpoint=latest eval.tasks=500
+  agentpo eval env.id=agentpo/Corridor-v0 eval.policy=expert eval.tasks=100
+  agentpo eval --config configs/alfworld_holderpo.yaml eval.policy=expert eval.seeds=1 \\
+      env.kwargs.data_dir=../shared/alfworld
+  agentpo eval --config configs/math_holderpo.yaml model.path=Qwen/Qwen2.5-Math-1.5B \\
+      eval.datasets=[aime24,amc23] eval.n=8 eval.tasks=-1
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id, save_pretrained folder, checkpoint folder or training run folder")
-    parser.add_argument("--env", default=ALFWORLD, choices=[ALFWORLD, MATH], help=f"environment (default {ALFWORLD})")
-    parser.add_argument(
-        "--policy",
-        choices=["model", "expert", "random"],
-        help="ALFWorld only: model (needs --model; the default then), or the reference rows expert / random",
-    )
-    parser.add_argument("--split", help="ALFWorld split (default valid_unseen) or math split (default test)")
-    parser.add_argument("--seeds", type=int, default=3, help="ALFWorld: seeds 0..N-1, each plays every game (3)")
-    parser.add_argument("--limit", type=int, help="only the first N games (stratified over task types) / problems")
-    parser.add_argument("--max-steps", type=int, default=50, help="ALFWorld steps per game (default 50)")
-    parser.add_argument("--history", type=int, default=2, help="past turns in the prompt, -1 for all (default 2)")
-    parser.add_argument("--prompt", help="prompt template name or YAML path (default: the env's training template)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default 0.4 ALFWorld, 0.6 math)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    parser.add_argument("--max-new-tokens", type=int, help="tokens per response (default 512 ALFWorld, 3072 math)")
-    parser.add_argument(
-        "--dataset",
-        nargs="+",
-        help="math benchmarks: aime24 amc23 math500 minerva olympiadbench gsm8k math (default: the first five, "
-        "whose mean is the HölderPO average)",
-    )
-    parser.add_argument("--n", type=int, default=8, help="math samples per problem (default 8)")
-    parser.add_argument("--batch-size", type=int, default=8, help="math problems per generate call (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="ALFWorld env worker processes (default 2)")
-    parser.add_argument("--envs", type=int, default=8, help="ALFWorld games played at once (default 8)")
-    parser.add_argument("--data-dir", help="ALFWorld data root (else $ALFWORLD_DATA) or math data ($AGENTPO_MATH_DATA)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1)")
-    parser.add_argument("--out", help="output folder (default runs/eval/<env>-<split>-<policy or model>)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, as for train")
+    parser.add_argument("--config", help="YAML config (see configs/); default: the run's with --run, else defaults")
+    parser.add_argument("--run", metavar="RUN_DIR", help="evaluate a training run: its config and eval.checkpoint")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval/... or runs/eval/...)")
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = args.policy or ("model" if args.model else None)
-    if policy is None:
-        print("agentpo eval: pass --model MODEL, or --policy expert / random for the ALFWorld reference rows")
+    from agentpo.config import ConfigError
+
+    try:
+        config = eval_config(args.config, args.run, list(args.overrides))
+    except (ConfigError, OSError) as err:
+        print(f"agentpo eval: bad config: {err}", file=sys.stderr)
         return 2
-    if policy == "model" and not args.model:
-        print("agentpo eval: --policy model needs --model")
+    spec = config.env_spec
+    policy = config.eval.policy
+    if policy == "expert" and not spec.expert:
+        print(f"agentpo eval: {config.env.id} declares no expert (TextEnvSpec.expert)", file=sys.stderr)
         return 2
-    if args.env == MATH and policy != "model":
-        print("agentpo eval: math has no reference policies; pass --model")
+    if config.eval.tasks == 0:
+        print("agentpo eval: eval.tasks=0 evaluates nothing; give a number of tasks (or -1: all)", file=sys.stderr)
         return 2
-    defaults = ENV_DEFAULTS[args.env]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.env == ALFWORLD:
-        return _run_alfworld(args, policy)
-    return _run_math(args)
+    from agentpo.envs.spec import HeldOutDatasets
+
+    if isinstance(spec.held_out, HeldOutDatasets):
+        if policy != "model":
+            print(f"agentpo eval: {config.env.id} scores datasets: only eval.policy=model applies", file=sys.stderr)
+            return 2
+        return _run_datasets(config, args)
+    return _run_episodes(config, args)
 
 
-def _out_dir(args: argparse.Namespace, what: str, policy: str) -> Path:
+def eval_config(config_path: str | None, run_dir: str | None, overrides: list[str]) -> Config:
+    """The evaluation's config: ``config_path`` (or the run's ``config.yaml``, or defaults) plus overrides."""
+    from agentpo.config import apply_overrides, config_from_dict, load_config
+
+    if config_path is None and run_dir is not None:
+        config_path = str(Path(run_dir) / "config.yaml")
+    if run_dir is not None:
+        overrides = [f"run_dir={run_dir}", *overrides]
+    if config_path is None:
+        return config_from_dict(apply_overrides({}, overrides))
+    return load_config(config_path, overrides)
+
+
+def model_dir(config: Config, run_dir: str | None) -> str:
+    """The folder (or hub id) of the policy: the run's ``eval.checkpoint``, else ``model.path`` resolved."""
+    return resolve_model_dir(run_dir if run_dir is not None else config.model.path, config.eval.checkpoint)
+
+
+def resolve_model_dir(model: str, checkpoint: str = "best") -> str:
+    """A training run folder's best (or latest) policy, a checkpoint's model folder, or ``model`` itself.
+
+    ``checkpoint`` is ``best`` (the run's best by validation, else its latest checkpoint), ``latest``,
+    or a folder (a checkpoint or a model folder). Anything else that is not a folder (a hub id) is
+    returned as is.
+    """
+    from agentpo.training.checkpoint import best_model_dir, latest_checkpoint
+
+    if checkpoint not in ("best", "latest"):
+        path = Path(checkpoint)
+        return str(path / "model") if (path / "model").is_dir() else str(path)
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    if checkpoint == "best" and (best := best_model_dir(path)) is not None:
+        return str(best)
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return str(latest / "model")
+    if (path / "model").is_dir():
+        return str(path / "model")
+    return model
+
+
+def _out_dir(config: Config, args: argparse.Namespace, what: str, who: str) -> Path:
     if args.out:
         return Path(args.out)
-    who = policy if policy != "model" else Path(args.model.rstrip("/")).name
-    env = args.env.split("/")[-1].split("-")[0].lower()
-    return Path("runs") / "eval" / f"{env}-{what}-{who}"
+    if args.run:
+        return Path(args.run) / "eval" / f"{what}-{who}".replace("/", "_").replace(" ", "_")
+    env = config.env.id.rsplit("/", 1)[-1].rsplit("-v", 1)[0].lower()
+    return Path("runs") / "eval" / f"{env}-{what}-{who}".replace(" ", "_")
 
 
-def _run_alfworld(args: argparse.Namespace, policy: str) -> int:
+def _who(config: Config, model: str | None) -> str:
+    if config.eval.policy != "model" or model is None:
+        return config.eval.policy
+    parts = Path(model.rstrip("/")).parts
+    # ".../best_step_000010/model" -> "best_step_000010"; a hub id keeps its last part.
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+
+
+def _run_episodes(config: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agentpo.envs.alfworld_games import find_games, resolve_data_dir
     from agentpo.envs.pool import EnvPool
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
     from agentpo.evaluation.report import to_markdown, write_report
-    from agentpo.evaluation.runner import EvalSettings, evaluate_policy, select_games
+    from agentpo.evaluation.runner import EvalSettings, evaluate_policy, held_out_tasks, split_label
 
-    env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": args.max_steps}
-    game_paths = find_games(resolve_data_dir(args.data_dir), args.split)
+    policy, rollout = config.eval.policy, config.rollout
     is_model = policy == "model"
+    model = model_dir(config, args.run) if is_model else None
+    tasks = held_out_tasks(config)
+    env_kwargs = {**config.env.kwargs, **config.eval.env_kwargs}
     settings = EvalSettings(
-        env_id=ALFWORLD,
-        split=args.split,
+        env_id=config.env.id,
+        split=split_label(config),
         policy=policy,
-        seeds=tuple(range(args.seeds)),
-        max_steps=args.max_steps,
-        model=args.model if is_model else None,
-        history=args.history if is_model else None,
-        temperature=args.temperature if is_model else None,
-        limit=args.limit,
+        seeds=tuple(range(config.eval.seeds)),
+        max_steps=rollout.max_turns,
+        model=model,
+        history=rollout.history if is_model else None,
+        temperature=config.eval.temperature if is_model else None,
+        limit=None if config.eval.tasks == -1 else config.eval.tasks,
+        top_p=rollout.top_p if is_model else None,
+        max_new_tokens=rollout.max_new_tokens if is_model else None,
+        prompt=config.prompt_template if is_model else None,
+        env_kwargs=env_kwargs,
     )
-    out = _out_dir(args, args.split, policy)
-    total = len(select_games(game_paths, args.limit)) * args.seeds
-    with EnvPool(ALFWORLD, args.envs, env_kwargs=env_kwargs, num_workers=args.workers) as pool:
+    out = _out_dir(config, args, settings.split, _who(config, model))
+    slots = min(config.train.batch_tasks, len(tasks) * config.eval.seeds)
+    pool_kwargs = {**env_kwargs, "max_episode_steps": rollout.max_turns}
+    with EnvPool(config.env.id, slots, env_kwargs=pool_kwargs, num_workers=config.env.num_workers) as pool:
         agent: Agent
         if is_model:
-            agent = ModelAgent(_rollout_manager(args, pool))
+            assert model is not None
+            agent = ModelAgent(_rollout_manager(config, model, pool))
         else:
             agent = PoolAgent(pool, STEP_POLICIES[policy]())
-        with tqdm(total=total, desc=f"{policy} on {args.split}", unit="game") as bar:
-            result = evaluate_policy(agent, game_paths, settings, out_dir=out, on_result=lambda _: bar.update())
+        total = len(tasks) * config.eval.seeds
+        with tqdm(total=total, desc=f"{policy} on {settings.split}", unit="game") as bar:
+            try:
+                result = evaluate_policy(
+                    agent, tasks, settings, task_types=config.env_spec.task_types, out_dir=out,
+                    on_result=lambda _: bar.update(),
+                )
+            except ValueError as err:  # a resumed folder with other settings
+                print(f"agentpo eval: {err}", file=sys.stderr)
+                return 2
     paths = write_report(result, out)
     print(to_markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
-def _run_math(args: argparse.Namespace) -> int:
+def _run_datasets(config: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agentpo.envs.math_data import BENCHMARK_AVERAGE, load_problems
+    from agentpo.envs.math_data import load_problems
     from agentpo.envs.math_grading import MathGrader
     from agentpo.evaluation.math import MathEvalSettings, ModelSolver, evaluate_math, write_math_report
 
-    datasets = tuple(args.dataset or BENCHMARK_AVERAGE)
+    rollout, evaluation = config.rollout, config.eval
+    model = model_dir(config, args.run)
+    limit = None if evaluation.tasks == -1 else evaluation.tasks
+    datasets = config.validation_datasets
     settings = MathEvalSettings(
         datasets=datasets,
-        n=args.n,
-        split=args.split,
-        model=args.model,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        limit=args.limit,
+        n=evaluation.n,
+        seed=config.train.seed,
+        split=config.validation_split,
+        model=model,
+        temperature=evaluation.temperature,
+        top_p=rollout.top_p,
+        max_new_tokens=rollout.max_new_tokens,
+        limit=limit,
+        prompt=config.prompt_template,
     )
-    out = _out_dir(args, "+".join(datasets), "model")
-    problems = sum(len(load_problems(d, args.split, args.data_dir, limit=args.limit)) for d in datasets)
-    engine, tokenizer = _engine(args)
-    solver = ModelSolver(engine, tokenizer, _sampling(args), prompt=args.prompt or "math")
+    out = _out_dir(config, args, "+".join(datasets), _who(config, model))
+    data_dir = config.env.kwargs.get("data_dir")
+    problems = sum(len(load_problems(d, settings.split, data_dir, limit=limit)) for d in datasets)
+    engine, tokenizer = _engine(config, model)
+    solver = ModelSolver(engine, tokenizer, _sampling(config), prompt=config.prompt_template)
     with MathGrader() as grader, tqdm(total=problems, desc="math", unit="problem") as bar:
-        result = evaluate_math(
-            solver, settings, grader, data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
-            on_batch=bar.update,
-        )
+        try:
+            result = evaluate_math(
+                solver, settings, grader, data_dir=data_dir, batch_size=config.train.batch_tasks, out_dir=out,
+                on_batch=bar.update,
+            )
+        except ValueError as err:  # a resumed folder with other settings
+            print(f"agentpo eval: {err}", file=sys.stderr)
+            return 2
     paths = write_math_report(result, out)
     print(result.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
-def _sampling(args: argparse.Namespace) -> Any:
+def _sampling(config: Config) -> Any:
     from agentpo.rollout import SamplingParams
 
-    return SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    return SamplingParams(
+        temperature=config.eval.temperature, top_p=config.rollout.top_p, max_new_tokens=config.rollout.max_new_tokens
+    )
 
 
-def _rollout_manager(args: argparse.Namespace, pool: Any) -> Any:
-    from agentpo.rollout import DEFAULT_PROMPTS, RolloutManager, RolloutSettings
+def _rollout_manager(config: Config, model: str, pool: Any) -> Any:
+    from agentpo.rollout import RolloutManager, RolloutSettings
 
-    engine, tokenizer = _engine(args)
+    engine, tokenizer = _engine(config, model)
     settings = RolloutSettings(
         group_size=1,
-        max_turns=args.max_steps,
-        history=args.history,
-        sampling=_sampling(args),
-        prompt=args.prompt or DEFAULT_PROMPTS[ALFWORLD],
+        max_turns=config.rollout.max_turns,
+        history=config.rollout.history,
+        sampling=_sampling(config),
+        prompt=config.prompt_template,
     )
     return RolloutManager(engine, tokenizer, pool, settings)
 
 
-def resolve_model_dir(model: str) -> str:
-    """The folder (or hub id) to load: a training run's latest checkpoint, a checkpoint's model, or ``model``."""
-    from agentpo.training.checkpoint import latest_checkpoint
-
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is not None:
-        return str(checkpoint / "model")
-    if (path / "model").is_dir():
-        return str(path / "model")
-    return model
-
-
-def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
+def _engine(config: Config, model: str) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentpo.rollout.engines.hf import TransformersEngine
+    from agentpo.training.policy import load_model
+    from agentpo.training.trainer import resolve_device
 
-    torch.set_num_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model_dir = resolve_model_dir(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if (Path(model_dir) / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        # LoRA checkpoints hold only the adapter: fold it into the base weights for plain generation.
-        model = AutoPeftModelForCausalLM.from_pretrained(model_dir).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return TransformersEngine(model.eval(), tokenizer, device=device), tokenizer
+    torch.set_num_threads(config.train.num_threads)
+    device = resolve_device(config.train.device)
+    policy, tokenizer = load_model(model, device=device)
+    return TransformersEngine(policy, tokenizer, device=device), tokenizer

@@ -82,6 +82,7 @@ class MathEvalSettings:
     top_p: float | None = None
     max_new_tokens: int | None = None
     limit: int | None = None
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
         if not self.datasets or len(set(self.datasets)) != len(self.datasets):

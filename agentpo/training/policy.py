@@ -54,6 +54,22 @@ def initial_model_dir(config: Config, run_dir: Path) -> str:
     return str(out)
 
 
+def load_model(model_dir: str, *, device: torch.device) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """A ``save_pretrained`` folder (or hub id) as fp32 weights on ``device``, with its tokenizer.
+
+    A LoRA checkpoint folder (``adapter_config.json``: the adapter only) is loaded onto its base
+    model and merged, so every caller gets a plain model. Training and evaluation both load here.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if (Path(model_dir) / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return model.to(device), tokenizer
+
+
 def load_policy(
     model_dir: str, lora: LoraConfig, *, device: torch.device, adapter_dir: Path | None = None
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -62,8 +78,7 @@ def load_policy(
     With ``lora.rank > 0`` the base weights are frozen and peft adapters are added, or loaded from
     ``adapter_dir`` when resuming.
     """
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model, tokenizer = load_model(model_dir, device=device)
     if lora.rank > 0:
         from peft import LoraConfig as PeftLoraConfig
         from peft import PeftModel, get_peft_model
@@ -87,6 +102,6 @@ def load_policy(
 
 def load_reference(model_dir: str, *, device: torch.device) -> torch.nn.Module:
     """A frozen copy of the initial policy, for the KL penalty."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model, _ = load_model(model_dir, device=device)
     model.eval().requires_grad_(False)
     return model

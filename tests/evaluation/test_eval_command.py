@@ -1,4 +1,4 @@
-"""``agentpo eval`` end to end: the expert row on ALFWorld and a tiny model on gsm8k."""
+"""``agentpo eval`` end to end, with train's config language: expert rows, a tiny model on gsm8k, run folders."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def _run(argv: list[str]) -> int:
 
 @pytest.mark.alfworld
 def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Path) -> None:
-    argv = ["--policy", "expert", "--limit", "6", "--seeds", "1", "--envs", "2", "--workers", "2",
-            "--data-dir", str(alfworld_data_dir), "--out", str(tmp_path)]
+    argv = ["env.id=agentpo/ALFWorld-v0", f"env.kwargs.data_dir={alfworld_data_dir}", "env.num_workers=2",
+            "eval.policy=expert", "eval.tasks=6", "train.batch_tasks=2", "--out", str(tmp_path)]
     assert _run(argv) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["table"]["all"]["success_rate_mean"] == 1.0
@@ -33,23 +33,52 @@ def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Pat
     assert len((tmp_path / "games.jsonl").read_text().splitlines()) == 6
 
 
-def test_math_with_a_tiny_model_checkpoint(math_data_dir: Path, tmp_path: Path) -> None:
+def test_corridor_expert_and_random_rows_on_held_out_seeds(tmp_path: Path) -> None:
+    base = ["env.id=agentpo/Corridor-v0", "eval.tasks=40"]
+    assert _run([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
+    expert = json.loads((tmp_path / "expert" / "eval.json").read_text())
+    assert expert["table"]["corridor"]["success_rate_mean"] == 1.0
+    assert expert["settings"]["split"] == "task seeds 1000000..1000039"
+    assert _run([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
+    random_rate = json.loads((tmp_path / "random" / "eval.json").read_text())["table"]["all"]["success_rate_mean"]
+    assert random_rate < 0.5
+
+
+def test_resuming_under_other_settings_is_refused_naming_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["env.id=agentpo/Corridor-v0", "eval.policy=expert", "eval.tasks=3"]
+    assert _run([*base, "--out", str(tmp_path)]) == 0
+    assert _run([*base, "rollout.max_turns=4", "--out", str(tmp_path)]) == 2
+    assert "max_steps: 6 there, 4 now" in capsys.readouterr().err
+
+
+def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) -> None:
     from agentpo.models.tiny import build_tiny_model
 
     run_dir = tmp_path / "run"
-    build_tiny_model(run_dir / "checkpoints" / "step_000003" / "model", [*"0123456789", "\\", "boxed", "{", "}"],
-                     hidden_size=32, num_layers=1, num_heads=2)
+    words = [*"0123456789", "\\", "boxed", "{", "}"]
+    build_tiny_model(run_dir / "checkpoints" / "step_000003" / "model", words, hidden_size=32, num_layers=1, num_heads=2)
     assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "step_000003" / "model")
-    argv = ["--model", str(run_dir), "--env", "agentpo/Math-v0", "--dataset", "gsm8k", "--limit", "2", "--n", "2",
-            "--max-new-tokens", "4", "--data-dir", str(math_data_dir), "--out", str(tmp_path / "eval")]
+    build_tiny_model(run_dir / "checkpoints" / "best_step_000002" / "model", words, hidden_size=32, num_layers=1,
+                     num_heads=2)
+    (run_dir / "checkpoints" / "best.json").write_text(
+        json.dumps({"step": 2, "metric": "val/success_rate", "value": 0.5, "path": "best_step_000002"})
+    )
+    assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "best_step_000002" / "model")
+    assert eval_command.resolve_model_dir(str(run_dir), "latest").endswith("step_000003/model")
+    argv = [f"model.path={run_dir}", "env.id=agentpo/Math-v0", "eval.datasets=[gsm8k]", "eval.tasks=2", "eval.n=2",
+            "rollout.max_new_tokens=4", f"env.kwargs.data_dir={math_data_dir}", "--out", str(tmp_path / "eval")]
     assert _run(argv) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["benchmarks"]["gsm8k"]["problems"] == 2
+    assert report["settings"]["model"].endswith("best_step_000002/model")
     assert set(report["benchmarks"]["gsm8k"]["pass_at"]) == {"1", "2"}
     assert len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 4
 
 
-def test_bad_flag_combinations_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run([]) == 2
-    assert _run(["--env", "agentpo/Math-v0", "--policy", "expert"]) == 2
-    assert "no reference policies" in capsys.readouterr().out
+def test_bad_settings_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["env.id=agentpo/Math-v0", "eval.policy=expert"]) == 2
+    assert "declares no expert" in capsys.readouterr().err
+    assert _run(["env.id=agentpo/Corridor-v0"]) == 2
+    assert "model.path: is required" in capsys.readouterr().err
+    assert _run(["env.id=agentpo/Nowhere-v0"]) == 2
+    assert "unknown env id" in capsys.readouterr().err
