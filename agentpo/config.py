@@ -366,6 +366,14 @@ class LoggingConfig:
     wandb: bool = option(False, "also log to Weights & Biases (needs the wandb extra)")
     wandb_project: str = option("agentpo", "wandb project name")
     progress: bool = option(True, "show a live progress bar with the key numbers")
+    transcripts_every: int = option(
+        0, "write readable transcripts of sampled episodes to RUN_DIR/transcripts/ every N iterations (0: never)"
+    )
+    transcripts: int = option(4, "episodes per transcript file: the first attempt of each of the first N tasks")
+
+    def __post_init__(self) -> None:
+        _require(self.transcripts_every >= 0, "transcripts_every", "must be >= 0")
+        _require(self.transcripts >= 1, "transcripts", f"must be >= 1, got {self.transcripts}")
 
 
 @dataclass(frozen=True)

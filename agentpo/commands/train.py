@@ -6,9 +6,17 @@ import argparse
 
 HELP = "train an agent with HölderPO (or another registered loss) from a YAML config"
 
+EXAMPLES = """examples:
+  agentpo train --config configs/quickstart.yaml
+  agentpo train --config configs/quickstart.yaml train.steps=40 run_dir=runs/short
+  agentpo train env.id=agentpo/Corridor-v0 model.source=tiny      # no file: defaults plus overrides
+  agentpo train --config configs/quickstart.yaml --dry-run        # validate and print, build nothing
+  agentpo train --resume runs/quickstart                          # continue from the latest checkpoint
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (see configs/); optional with --resume")
+    parser.add_argument("--config", help="YAML config (see configs/); default: the run's with --resume, else defaults")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
@@ -20,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from agentpo.config import ConfigError, describe, load_config
+    from agentpo.config import ConfigError, apply_overrides, config_from_dict, describe, load_config
 
     if args.list_options:
         print("\n".join(describe()))
@@ -31,11 +39,8 @@ def run(args: argparse.Namespace) -> int:
         # A resumed run continues with the config it was started with (plus any overrides).
         config_path = config_path or str(Path(args.resume) / "config.yaml")
         overrides.append(f"run_dir={args.resume}")
-    if not config_path:
-        print("agentpo train: --config FILE is required (or --resume RUN_DIR)")
-        return 2
     try:
-        config = load_config(config_path, overrides)
+        config = load_config(config_path, overrides) if config_path else config_from_dict(apply_overrides({}, overrides))
     except ConfigError as err:
         print(f"agentpo train: bad config: {err}")
         return 2

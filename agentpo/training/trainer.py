@@ -42,6 +42,7 @@ from agentpo.rollout.engines.base import SamplingParams
 from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.episode import Episode
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
+from agentpo.rollout.transcript import write_transcripts
 from agentpo.training.batching import block, chunk, micro_batch, normalizers, split_episodes, unit_ids
 from agentpo.training.checkpoint import (
     forget_best_after,
@@ -265,6 +266,10 @@ class Trainer:
             task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
             episodes = self.rollout.collect(task_seeds, seed=int(rng.integers(1 << 62)))
         metrics.update(episode_metrics(episodes))
+        every = config.logging.transcripts_every
+        if every and step % every == 0:
+            firsts = [e for e in episodes if e.episode_id % config.rollout.group_size == 0]
+            write_transcripts(self.run_dir, step, firsts[: config.logging.transcripts], self.tokenizer)
 
         # 2. rewards and 3. advantages, one per episode.
         rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
