@@ -42,4 +42,4 @@ __all__ = [
 ]
 
 # The built-in envs register themselves where they are defined.
-from agentpo.envs import alfworld, corridor, math  # noqa: E402,F401
+from agentpo.envs import alfworld, corridor, math, textworld_games  # noqa: E402,F401

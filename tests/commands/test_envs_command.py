@@ -12,7 +12,7 @@ import pytest
 from agentpo.cli import main
 from agentpo.commands.envs import catalog
 
-BUILTIN = ["agentpo/ALFWorld-v0", "agentpo/Corridor-v0", "agentpo/Math-v0"]
+BUILTIN = ["agentpo/ALFWorld-v0", "agentpo/Corridor-v0", "agentpo/Math-v0", "agentpo/TextWorld-v0"]
 
 
 def by_id(alfworld: str | None = None, math: str | None = None) -> dict:

@@ -21,6 +21,8 @@ from agentpo.envs import registered_ids
 ENV_ARGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "agentpo/ALFWorld-v0": ("alfworld_data_dir", {"split": "valid_unseen"}),
     "agentpo/Math-v0": ("math_data_dir", {"dataset": "gsm8k"}),
+    # Two training games: each is generated (seconds) once, then cached.
+    "agentpo/TextWorld-v0": (None, {"games": 2}),
 }
 
 #: Actions no env can use; each must give feedback, never an exception.
@@ -68,7 +70,9 @@ def assert_info_contract(info: dict[str, Any]) -> None:
 
 
 def test_every_builtin_id_is_registered() -> None:
-    assert {"agentpo/ALFWorld-v0", "agentpo/Math-v0", "agentpo/Corridor-v0"} <= set(registered_ids())
+    assert {"agentpo/ALFWorld-v0", "agentpo/Math-v0", "agentpo/Corridor-v0", "agentpo/TextWorld-v0"} <= set(
+        registered_ids()
+    )
 
 
 @pytest.mark.parametrize("env_id", PARAMS)
