@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,10 +70,14 @@ LOADED_GAMES = 64
 
 DIRECTIONS = ("north", "south", "east", "west")
 
+#: Longest command sent to the game (the Z-machine's input buffer holds a little less than 200 bytes).
+MAX_COMMAND_CHARS = 190
+
 _WORD = re.compile(r"[a-z0-9'-]+")
 #: Lines of the ASCII-art title TextWorld prints at the start of every game.
 _BANNER_LINE = re.compile(r"^[\s_|\\/$<>]*$")
 _PROMPT_AND_STATUS = re.compile(r"\n>[^\n]*$")
+_UNTYPABLE = re.compile(r"[^ -~]|\\")
 _EPILOGUE = re.compile(r"\s*\*\*\* The End \*\*\*.*$", re.S)
 
 
@@ -210,8 +215,10 @@ class TextWorldGamesEnv(TextEnv):
         if not isinstance(action, str):
             raise TypeError(f"a TextWorld action is a string, got {type(action).__name__}")
         command = match_command(action, self._state["admissible_commands"])
-        # An unmatched action goes to the game as typed (its parser answers), truncated to one line.
-        typed = command if command is not None else " ".join(action.split())[:200]
+        # An unmatched action goes to the game as typed (its parser answers), as one line of printable
+        # ASCII without backslashes: the Z-machine reads nothing else, control characters stall its
+        # interpreter and a backslash starts one of its own commands.
+        typed = command if command is not None else " ".join(_UNTYPABLE.sub(" ", action).split())[:MAX_COMMAND_CHARS]
         self._state, score, done = self._game.step(typed)
         reward = float(score - self._score)
         self._score = score
@@ -232,7 +239,10 @@ class TextWorldGamesEnv(TextEnv):
 
         path = generate_game(self.challenge, self.settings, game_seed, self.cache_dir)
         infos = textworld.EnvInfos(won=True, lost=True, admissible_commands=True, policy_commands=True, max_score=True)
-        game = textworld.start(str(path), request_infos=infos)
+        with warnings.catch_warnings():
+            # Jericho knows only published games; TextWorld tracks the score and state itself.
+            warnings.filterwarnings("ignore", message=".*is not fully supported")
+            game = textworld.start(str(path), request_infos=infos)
         self._loaded[game_seed] = game
         if len(self._loaded) > LOADED_GAMES:
             self._loaded.popitem(last=False)[1].close()
