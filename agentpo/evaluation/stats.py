@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Sequence
+
+from scipy.stats import binomtest
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,10 @@ class Interval:
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Interval:
-    """Wilson score interval for a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001).
+    """Wilson score interval for a binomial proportion (Wilson 1927; Brown, Cai & DasGupta 2001), from scipy.
 
-    With p̂ = successes / trials and z the two-sided normal quantile of ``confidence``:
-    centre = (p̂ + z²/2n) / (1 + z²/n), half-width = z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/4n²).
-    Unlike the normal-approximation interval it stays inside [0, 1] and is not degenerate at
-    0 or n successes, which matters for per-task-type cells of a few dozen games.
+    Unlike the normal-approximation interval it stays inside [0, 1] and is not degenerate at 0 or n
+    successes, which matters for per-task-type cells of a few dozen games.
     """
     if trials <= 0:
         raise ValueError(f"wilson_interval needs at least one trial, got trials={trials}")
@@ -34,16 +33,11 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> In
         raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    n = float(trials)
-    p_hat = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (p_hat + z * z / (2.0 * n)) / denominator
-    half_width = z / denominator * math.sqrt(p_hat * (1.0 - p_hat) / n + z * z / (4.0 * n * n))
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
     # At 0 (n) successes the lower (upper) end is exactly 0 (1); computed, it can miss by a rounding
     # error and then no longer contain the observed rate.
-    low = 0.0 if successes == 0 else centre - half_width
-    high = 1.0 if successes == trials else centre + half_width
+    low = 0.0 if successes == 0 else float(interval.low)
+    high = 1.0 if successes == trials else float(interval.high)
     return Interval(low=low, high=high)
 
 
