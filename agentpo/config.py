@@ -7,7 +7,9 @@ what the value means, its range and how it interacts with other fields; ``agentp
 
 Loading is strict: an unknown key, a value of the wrong type, a value out of range or a name that
 is not in its registry (losses, advantage estimators, p schedules, divergence measures) raises
-:class:`ConfigError` naming the dotted key, before any work starts::
+:class:`ConfigError` naming the dotted key, before any work starts. Values from YAML and from
+``key=value`` overrides are converted to the declared types by pydantic (``"1e-3"`` to a float,
+``"true"`` to a bool, lists to tuples); each section's ``__post_init__`` holds its rules::
 
     config = load_config("configs/quickstart.yaml", ["train.steps=10", "optim.lr=3e-3"])
 """
@@ -15,13 +17,14 @@ is not in its registry (losses, advantage estimators, p schedules, divergence me
 from __future__ import annotations
 
 import dataclasses
-import types
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from agentpo.envs.spec import HeldOutDatasets, HeldOutGames, HeldOutSeeds, TextEnvSpec
 
@@ -45,6 +48,11 @@ def option(default: Any, help: str) -> Any:
 def section(cls: type, help: str) -> Any:
     """Declare a nested config section; built (and validated) only when the config is."""
     return field(default_factory=cls, metadata={"help": help})
+
+
+def _yaml_bool_as_word(value: Any) -> Any:
+    """YAML reads ``true`` / ``false`` as booleans; a field whose choices are words takes them as words."""
+    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -279,7 +287,7 @@ class TrainConfig:
     micro_batch_episodes: int = option(
         0, "episodes per forward/backward (gradient accumulation); 0: a whole minibatch at once"
     )
-    recompute_old_logprobs: Literal["auto", "true", "false"] = option(
+    recompute_old_logprobs: Annotated[Literal["auto", "true", "false"], BeforeValidator(_yaml_bool_as_word)] = option(
         "auto",
         "recompute pi_old with the trainer's forward pass; false: use the engine's sampling log-probs; "
         "auto: recompute unless those are exact (the embedded fp32 engine sampling from the trained module, no bf16)",
@@ -527,85 +535,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML / override value to ``annotation``, or raise ConfigError naming ``key``."""
-    origin = get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping of {annotation.__name__} fields, got {value!r}")
-        return _build(annotation, value, key)
-    if origin is Literal:
-        allowed = get_args(annotation)
-        if isinstance(value, bool) and str(value).lower() in allowed:  # YAML reads `true` as a bool
-            value = str(value).lower()
-        if value not in allowed:
-            raise ConfigError(key, f"{value!r} is not one of {list(allowed)}")
-        return value
-    if origin in (Union, types.UnionType):
-        for arm in get_args(annotation):
-            if arm is type(None) and value is None:
-                return None
-        arms = [a for a in get_args(annotation) if a is not type(None)]
-        return _coerce(value, arms[0], key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"expected a list, got {value!r}")
-        args = get_args(annotation)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(key, f"expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(key, f"expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(key, f"expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-3" (no dot) as a string
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(key, f"expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(key, f"expected a string, got {value!r}")
-    raise TypeError(f"{key}: unsupported config annotation {annotation!r}")
+def _forbid_unknown_keys(cls: type) -> None:
+    """Make pydantic reject unknown keys in ``cls`` and every section below it."""
+    cls.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    for hint in get_type_hints(cls).values():
+        if dataclasses.is_dataclass(hint):
+            _forbid_unknown_keys(hint)  # type: ignore[arg-type]
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in names:
-            raise ConfigError(key, f"unknown key; valid keys here: {names}")
-        kwargs[name] = _coerce(value, hints[name], key)
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{prefix}.{err.key}" if prefix else err.key, err.message) from None
+@functools.cache
+def _adapter() -> TypeAdapter[Config]:
+    _forbid_unknown_keys(Config)
+    return TypeAdapter(Config)
+
+
+def _section_at(path: tuple[Any, ...]) -> type | None:
+    """The config dataclass at a dotted path (None when the path leaves the sections)."""
+    cls: Any = Config
+    for part in path:
+        hint = get_type_hints(cls).get(str(part)) if dataclasses.is_dataclass(cls) else None
+        if not dataclasses.is_dataclass(hint):
+            return None
+        cls = hint
+    return cls
+
+
+def _config_error(error: ValidationError) -> ConfigError:
+    """The first problem pydantic found, as a :class:`ConfigError` naming the dotted key."""
+    first = error.errors()[0]
+    loc = tuple(str(part) if isinstance(part, str) else f"[{part}]" for part in first["loc"])
+    key = ".".join(loc).replace(".[", "[")
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):  # a rule of a section's __post_init__
+        return ConfigError(f"{key}.{cause.key}" if key else cause.key, cause.message)
+    if first["type"] == "unexpected_keyword_argument":
+        section = _section_at(first["loc"][:-1])
+        names = [f.name for f in dataclasses.fields(section)] if section is not None else []
+        return ConfigError(key, f"unknown key; valid keys here: {names}")
+    return ConfigError(key, f"{first['msg'][0].lower()}{first['msg'][1:]}, got {first.get('input')!r}")
 
 
 def env_spec(env_id: str) -> TextEnvSpec:
@@ -643,7 +610,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     Missing ``rollout.max_turns`` / ``temperature`` / ``max_new_tokens`` and ``eval.temperature`` take
     the env's declared defaults; every other missing key takes its field default.
     """
-    return _build(Config, with_env_defaults(data), "")
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"expected a mapping of sections, got {data!r}")
+    try:
+        return _adapter().validate_python(with_env_defaults(data))
+    except ValidationError as err:
+        raise _config_error(err) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({**TINY, "train": {"batch_tasks": 1, "minibatches": 9}, "rollout": {"group_size": 4}}, "train.minibatches"),
         ({**TINY, "train": {"micro_batch_episodes": 100}}, "train.micro_batch_episodes"),
         ({**TINY, "logging": {"tensorboard": "maybe"}}, "logging.tensorboard"),
-        ({**TINY, "optim": {"betas": [0.9]}}, "optim.betas"),
+        ({**TINY, "optim": {"betas": [0.9]}}, "optim.betas[1]"),  # the second value is missing
         ({**TINY, "train": {"recompute_old_logprobs": "sometimes"}}, "train.recompute_old_logprobs"),
         ({**TINY, "eval": {"tasks": -1}}, "eval.tasks"),
         ({**TINY, "eval": {"best_metric": "val/mean_steps"}}, "eval.best_metric"),
