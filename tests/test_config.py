@@ -150,3 +150,32 @@ def test_rollout_and_eval_defaults_come_from_the_env() -> None:
     alfworld = config_from_dict({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "rollout": {"max_turns": 7}})
     assert (alfworld.rollout.max_turns, alfworld.rollout.max_new_tokens, alfworld.eval.temperature) == (7, 512, 0.4)
     assert alfworld.prompt_template == "alfworld"
+
+
+def test_a_loss_rejects_aggregations_it_declared_it_does_not_take() -> None:
+    with pytest.raises(ConfigError, match="'dapo' aggregates by \\['token-mean'\\]") as caught:
+        config_from_dict({**TINY, "algorithm": {"loss": "dapo", "agg_mode": "seq-mean-token-mean"}})
+    assert caught.value.key == "algorithm.loss"
+    assert config_from_dict({**TINY, "algorithm": {"loss": "dapo", "agg_mode": "token-mean"}}).algorithm.loss == "dapo"
+
+
+def test_tiny_architectures_match_the_model_builder() -> None:
+    from typing import get_args, get_type_hints
+
+    from agentpo.config import TinyModelConfig
+    from agentpo.models.tiny import ARCHITECTURES
+
+    assert get_args(get_type_hints(TinyModelConfig)["arch"]) == ARCHITECTURES
+
+
+def test_dry_run_imports_no_model_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from agentpo.cli import main; "
+        f"main(['train', '--config', {str(REPO / 'configs' / 'quickstart.yaml')!r}, '--dry-run', 'run_dir={tmp_path}']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('transformers.models', 'agentpo.models', 'peft'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -371,12 +371,16 @@ def grpo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tenso
     return loss, loss_metrics(batch, batch.log_ratio, low_hit, high_hit, 1.0)
 
 
+#: Losses that accept only some aggregation modes (the config checks these at load, before any run).
+LOSS_AGG_MODES: dict[str, tuple[str, ...]] = {"dapo": ("token-mean",)}
+
+
 @POLICY_LOSSES.register("dapo")
 def dapo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tensor, dict[str, Tensor]]:
     """DAPO (Yu et al. 2025): GRPO's token clip with token-mean aggregation and clip-higher bounds
     (ε_low = 0.2, ε_high = 0.28 via the ratio divergence measure). Rejects any other ``agg_mode``
     rather than silently overriding it."""
-    if settings.agg_mode != "token-mean":
+    if settings.agg_mode not in LOSS_AGG_MODES["dapo"]:
         raise ValueError(
             f"dapo aggregates by token-mean; got agg_mode={settings.agg_mode!r} (use grpo for other modes)"
         )
