@@ -651,9 +651,3 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"{key} ({default!r}): {f.metadata.get('help', '')}")
     return lines
-
-
-def warn_if_suspicious(config: Config) -> None:
-    """Emit :meth:`Config.warnings` as Python warnings."""
-    for note in config.warnings():
-        warnings.warn(note, UserWarning, stacklevel=2)
