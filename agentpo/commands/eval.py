@@ -122,11 +122,11 @@ def _out_dir(config: Config, args: argparse.Namespace, what: str, who: str) -> P
 
 
 def _who(config: Config, model: str | None) -> str:
-    if config.eval.policy != "model" or model is None:
-        return config.eval.policy
-    parts = Path(model.rstrip("/")).parts
-    # ".../best_step_000010/model" -> "best_step_000010"; a hub id keeps its last part.
-    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+    from agentpo.evaluation.report import method_label
+    from agentpo.evaluation.runner import EvalSettings
+
+    settings = EvalSettings(env_id=config.env.id, split="", policy=config.eval.policy, seeds=(0,), max_steps=1, model=model)
+    return method_label(settings).replace("/", "_")
 
 
 def _run_episodes(config: Config, args: argparse.Namespace) -> int:

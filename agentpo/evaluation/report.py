@@ -25,7 +25,9 @@ CHART_FILE = "eval.png"
 def method_label(settings: EvalSettings) -> str:
     """The row name: the model for the model policy, the policy's name for the reference rows."""
     if settings.policy == "model" and settings.model:
-        return Path(settings.model.rstrip("/")).name or settings.model
+        path = Path(settings.model.rstrip("/"))
+        # ".../best_step_000075/model" is named by its checkpoint
+        return (path.parent.name if path.name == "model" and path.parent.name else path.name) or settings.model
     return settings.policy
 
 
