@@ -66,11 +66,10 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def make_env(game: str, cache_dir: str) -> Any:
+    import agentpo.envs  # noqa: F401  (registers the ids)
     import gymnasium as gym
 
-    import agentpo.envs  # noqa: F401  (registers the ids)
-
-    return gym.make("agentpo/ALFWorld-v0", game_path=game, cache_dir=cache_dir, max_steps=10_000)
+    return gym.make("agentpo/ALFWorld-v0", game_path=game, cache_dir=cache_dir, max_episode_steps=10_000)
 
 
 def measure_engine(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
@@ -218,7 +217,7 @@ def measure_pool(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
     """Plays ``games[WARM_UP_GAMES:]`` after a warm-up on the first ``WARM_UP_GAMES`` (plans read beforehand)."""
     from agentpo.envs.pool import EnvPool
 
-    env_kwargs = {"game_path": games[0], "cache_dir": cache_dir, "max_steps": 10_000}
+    env_kwargs = {"game_path": games[0], "cache_dir": cache_dir, "max_episode_steps": 10_000}
     play = play_lockstep if case == "pool2" else play_async
     plans_of = {game: actions_of(game) for game in games}
     slots = 4 if case == "pool2x4-async" else 2

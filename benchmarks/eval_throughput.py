@@ -26,10 +26,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from agentpo.envs.alfworld_games import find_games, resolve_data_dir
+from agentpo.envs import HeldOutTask, text_spec
 from agentpo.envs.pool import EnvPool
+
 from agentpo.evaluation.policies import ExpertPolicy, PoolAgent
 from agentpo.evaluation.runner import EvalSettings, evaluate_policy
+from agentpo.evaluation.task_types import stratified_order
 
 ENV_ID = "agentpo/ALFWorld-v0"
 
@@ -51,12 +53,12 @@ CASES = (
 
 
 def run_case(
-    case: Case, game_paths: list[str], env_kwargs: dict[str, object], settings: EvalSettings
+    case: Case, tasks: list[HeldOutTask], env_kwargs: dict[str, object], settings: EvalSettings
 ) -> tuple[float, int, int]:
     """Seconds to play every game (pool start-up excluded), games played, games won."""
     with EnvPool(ENV_ID, case.num_envs, env_kwargs=env_kwargs, num_workers=case.num_workers) as pool:
         start = time.perf_counter()
-        result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, settings)
+        result = evaluate_policy(PoolAgent(pool, ExpertPolicy()), tasks, settings)
         seconds = time.perf_counter() - start
     return seconds, len(result.results), sum(r.won for r in result.results)
 
@@ -70,17 +72,19 @@ def main() -> None:
     args = parser.parse_args()
 
     cache = tempfile.mkdtemp(prefix="agentpo-eval-bench-")
-    game_paths = find_games(resolve_data_dir(args.data_dir), args.split)
+    spec = text_spec(ENV_ID)
+    tasks = stratified_order(spec.held_out.tasks(args.split, {"data_dir": args.data_dir}), spec.task_types)
+    tasks = tasks[: args.limit] if args.limit else tasks
     settings = EvalSettings(
         env_id=ENV_ID, split=args.split, policy="expert", seeds=(0,), max_steps=50, limit=args.limit
     )
 
-    env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_steps": 50, "cache_dir": cache}
+    env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_episode_steps": 50, "cache_dir": cache}
     cold, *warm = CASES
     runs: dict[str, list[tuple[float, int, int]]] = {case.name: [] for case in CASES}
     schedule = [cold] + [warm[(repeat + shift) % len(warm)] for repeat in range(args.repeats) for shift in range(len(warm))]
     for case in schedule:
-        seconds, played, won = run_case(case, game_paths, env_kwargs, settings)
+        seconds, played, won = run_case(case, tasks, env_kwargs, settings)
         runs[case.name].append((seconds, played, won))
         print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {played / seconds:.2f} games/s", flush=True)
 

@@ -64,7 +64,7 @@ def agentpo_config(run_dir: Path, size: tuple[int, int, int], *, fair: bool) -> 
     return {
         "run_dir": str(run_dir),
         "model": {"source": "tiny", "tiny": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads}},
-        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1, "max_turns": 1}},
+        "env": {"id": "agentpo/Corridor-v0", "kwargs": {"length": 1}},
         "rollout": {"group_size": SAMPLES, "max_turns": 1, "history": 0, "max_new_tokens": NEW_TOKENS},
         "algorithm": {"loss": "grpo", "agg_mode": "seq-mean-token-mean"},
         "optim": {"lr": 1e-5},
@@ -169,12 +169,12 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
     """Alternate TRL, agentpo (TRL-like settings), agentpo (defaults) and the floor, ``steps`` + 1 steps each."""
     import functools
 
+    from agentpo.envs.corridor import CorridorEnv
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from agentpo.config import config_from_dict
-    from agentpo.envs.corridor import CorridorEnv
     from agentpo.training.trainer import Trainer
 
     timings = Timings([], [], [], [], [], [])
@@ -187,7 +187,7 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
             (run_dir / "init_model").symlink_to(model_dir)
             ours[name] = Trainer(config_from_dict(agentpo_config(run_dir, size, fair=fair)))
 
-        env = CorridorEnv(length=1, max_turns=1)
+        env = CorridorEnv(length=1)
         prompts = [[{"role": "user", "content": env.reset(seed=s)[0]}] for s in range(64)]
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         floor_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()

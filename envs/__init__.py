@@ -16,7 +16,12 @@ own text env with :func:`register_text_env`; :func:`text_spec` returns what an i
 from __future__ import annotations
 
 from agentpo.envs.core import TextEnv, TextSpace
-from agentpo.envs.registration import NAMESPACE, register_text_env, registered_ids, text_spec
+from agentpo.envs.registration import (
+    NAMESPACE,
+    register_text_env,
+    registered_ids,
+    text_spec,
+)
 from agentpo.envs.spec import (
     DataListing,
     HeldOutDatasets,
@@ -42,4 +47,4 @@ __all__ = [
 ]
 
 # The built-in envs register themselves where they are defined.
-from agentpo.envs import alfworld, corridor, math, textworld_games  # noqa: E402,F401
+from agentpo.envs import alfworld, corridor, math, textworld_games  # noqa: F401

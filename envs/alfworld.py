@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 from agentpo.envs.alfworld_games import (
     SPLITS,
     TASK_TYPES,
@@ -184,7 +183,9 @@ class ALFWorldEnv(TextEnv):
         return state
 
     def _new_engine(self, path: str) -> Any:
-        from agentpo.envs import alfworld_engine  # textworld and the PDDL planner: only when a game is played
+        from agentpo.envs import (
+            alfworld_engine,  # textworld and the PDDL planner: only when a game is played
+        )
 
         if self.accelerated:
             return alfworld_engine.start_accelerated_engine(path, cache_dir=self.cache_dir)

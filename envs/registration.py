@@ -13,7 +13,6 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import gymnasium as gym
-
 from agentpo.envs.spec import TextEnvSpec
 
 NAMESPACE = "agentpo"

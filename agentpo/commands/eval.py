@@ -135,7 +135,12 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
     from agentpo.envs.pool import EnvPool
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
     from agentpo.evaluation.report import to_markdown, write_report
-    from agentpo.evaluation.runner import EvalSettings, evaluate_policy, held_out_tasks, split_label
+    from agentpo.evaluation.runner import (
+        EvalSettings,
+        evaluate_policy,
+        held_out_tasks,
+        split_label,
+    )
 
     policy, rollout = config.eval.policy, config.rollout
     is_model = policy == "model"
@@ -188,7 +193,12 @@ def _run_datasets(config: Config, args: argparse.Namespace) -> int:
 
     from agentpo.envs.math_data import load_problems
     from agentpo.envs.math_grading import MathGrader
-    from agentpo.evaluation.math import MathEvalSettings, ModelSolver, evaluate_math, write_math_report
+    from agentpo.evaluation.math import (
+        MathEvalSettings,
+        ModelSolver,
+        evaluate_math,
+        write_math_report,
+    )
 
     rollout, evaluation = config.rollout, config.eval
     model = model_dir(config, args.run)

@@ -28,7 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from agentpo.config import ConfigError, apply_overrides, config_from_dict, describe, load_config
+    from agentpo.config import (
+        ConfigError,
+        apply_overrides,
+        config_from_dict,
+        describe,
+        load_config,
+    )
 
     if args.list_options:
         print("\n".join(describe()))

@@ -29,7 +29,18 @@ _EXPORTS = {
     "collate": "agentpo.rollout.batch",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Engine",
+    "Episode",
+    "Generation",
+    "PromptTemplate",
+    "RolloutManager",
+    "RolloutSettings",
+    "SamplingParams",
+    "TrainBatch",
+    "Turn",
+    "collate",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,6 @@ Literal braces in ``first``/``next``/``followup``/``history_entry`` are written 
 from __future__ import annotations
 
 import functools
-
 import importlib.resources
 import re
 import string

@@ -43,7 +43,14 @@ from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.episode import Episode
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.rollout.transcript import write_transcripts
-from agentpo.training.batching import block, chunk, micro_batch, normalizers, split_episodes, unit_ids
+from agentpo.training.batching import (
+    block,
+    chunk,
+    micro_batch,
+    normalizers,
+    split_episodes,
+    unit_ids,
+)
 from agentpo.training.checkpoint import (
     forget_best_after,
     latest_checkpoint,

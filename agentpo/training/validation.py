@@ -25,7 +25,12 @@ from transformers import PreTrainedTokenizerBase
 from agentpo.config import Config
 from agentpo.envs.pool import EnvPool
 from agentpo.envs.spec import HeldOutDatasets
-from agentpo.evaluation.runner import EvalSettings, evaluate_policy, held_out_tasks, split_label
+from agentpo.evaluation.runner import (
+    EvalSettings,
+    evaluate_policy,
+    held_out_tasks,
+    split_label,
+)
 from agentpo.rollout.engines.base import Engine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 

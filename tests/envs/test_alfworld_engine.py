@@ -13,12 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+import agentpo.envs  # noqa: F401  (registers the ids)
 import fast_downward
 import gymnasium as gym
 import pytest
 import textworld.envs.pddl.textgen as textgen
-
-import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs import alfworld_engine
 from agentpo.envs.alfworld_games import find_games, smallest_games
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import pytest
-
 from agentpo.envs import HeldOutTask, text_spec
 from agentpo.envs.pool import EnvPool
+
 from agentpo.evaluation import runner
 from agentpo.evaluation.policies import Agent, ExpertPolicy, PoolAgent, RandomPolicy
 from agentpo.evaluation.report import to_markdown, write_report

@@ -6,11 +6,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agentpo.envs import registered_ids, text_spec
+from agentpo.envs.corridor import CorridorEnv
 from transformers import PreTrainedTokenizerBase
 
-from agentpo.envs.corridor import CorridorEnv
-from agentpo.envs import registered_ids, text_spec
-from agentpo.rollout.prompting import PROMPTS_DIR, HistoryItem, PromptBuilder, PromptTemplate
+from agentpo.rollout.prompting import (
+    PROMPTS_DIR,
+    HistoryItem,
+    PromptBuilder,
+    PromptTemplate,
+)
 
 MINIMAL = {"first": "{observation}", "next": "{history} {observation}", "parser": "raw"}
 
