@@ -19,9 +19,12 @@ import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+if TYPE_CHECKING:
+    from agentpo.algos.advantages import AdvantageSettings
 
 
 class ConfigError(ValueError):
@@ -151,6 +154,25 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class GiGPOConfig:
+    """GiGPO's step-level advantage (``algorithm.advantage=gigpo``), see docs/algorithms.md."""
+
+    gamma: float = option(0.95, "discount of the step returns that anchor-state groups compare")
+    step_weight: float = option(1.0, "omega: advantage = episode-level + omega x step-level")
+    norm: Literal["mean_std", "mean"] = option(
+        "mean_std", "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred (mean)"
+    )
+    similarity: float = option(
+        1.0, "turns of a group whose acted-on observations are at least this alike (difflib ratio) share an anchor state; 1: identical only"
+    )
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1], got {self.gamma}")
+        _require(self.step_weight >= 0, "step_weight", f"must be >= 0, got {self.step_weight}")
+        _require(0 < self.similarity <= 1, "similarity", f"must be in (0, 1], got {self.similarity}")
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     """The policy objective: loss, p schedule, clip region and advantages (see docs/ALGORITHMS)."""
 
@@ -166,16 +188,34 @@ class AlgorithmConfig:
     p_schedule: str = option("constant", "schedule of the Hölder exponent p over optimizer steps")
     p_min: float = option(1.0, "smallest p of the schedule (the constant p when p_schedule=constant uses p_max)")
     p_max: float = option(1.0, "largest p of the schedule; linear_dec goes p_max -> p_min")
-    p_steps: int = option(500, "optimizer steps over which p is annealed, then held")
+    p_counter: Literal["optimizer", "iteration"] = option(
+        "optimizer",
+        "what one step of the p schedule is: optimizer = each optimizer step, counted from 0; iteration = each "
+        "rollout batch, counted from 1, p held for all its optimizer steps (the published HölderPO code)",
+    )
+    p_steps: int = option(500, "steps (of p_counter) over which p is annealed, then held")
     p_power: float = option(2.0, "exponent n of the poly / poly_dec schedules")
     divergence: str = option("ratio", "divergence measure defining the clip region: ratio, kl1, kl2, kl3")
     clip_eps_low: float = option(0.2, "ratio measure: lower clip at 1 - eps_low")
     clip_eps_high: float = option(0.2, "ratio measure: upper clip at 1 + eps_high (DAPO clip-higher: 0.28)")
     clip_delta: float = option(0.0231, "kl measures: divergence budget delta (kl3 0.0231 ~ eps 0.2 below)")
-    advantage: str = option("grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo")
+    advantage: str = option(
+        "grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo, gigpo (+ anchor-state step groups)"
+    )
+    advantage_samples: Literal["episode", "step"] = option(
+        "episode",
+        "one sample of a group's statistics: episode = its return, every penalty included; step = each turn, scored "
+        "by its episode's env return minus its own invalid-action penalty (the published ALFWorld code)",
+    )
+    gigpo: GiGPOConfig = section(GiGPOConfig, "GiGPO's step-level advantage (advantage=gigpo)")
     advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo)")
     kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
-    kl_estimator: str = option("k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2 or k3 (Schulman 2020)")
+    kl_estimator: str = option(
+        "k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2, k3 (Schulman 2020) or low_var_kl (k3 clamped, verl)"
+    )
+    entropy_coef: float = option(
+        0.0, "entropy bonus: minus this x the policy's token-mean entropy on the minibatch (published ALFWorld: 0.001)"
+    )
 
     def __post_init__(self) -> None:
         from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS
@@ -197,12 +237,27 @@ class AlgorithmConfig:
         _require(self.clip_delta > 0, "clip_delta", f"must be > 0, got {self.clip_delta}")
         _require(self.advantage_eps >= 0, "advantage_eps", "must be >= 0")
         _require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
+        _require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
         _require_registered(self.agg_mode, "agg_mode", AGGREGATIONS, "aggregation mode")
         try:
             self.clip_range()
         except ValueError as err:
             raise ConfigError("clip_delta" if self.divergence != "ratio" else "clip_eps_low", str(err)) from None
         self._check_loss_accepts_settings()
+
+    @property
+    def per_turn_advantages(self) -> bool:
+        """Whether the turns of one episode may get different advantages."""
+        return self.advantage == "gigpo" or self.advantage_samples == "step"
+
+    def advantage_settings(self) -> AdvantageSettings:
+        """The estimator settings of this config."""
+        from agentpo.algos.advantages import AdvantageSettings
+
+        gigpo = self.gigpo
+        return AdvantageSettings(
+            samples=self.advantage_samples, eps=self.advantage_eps, gamma=gigpo.gamma, step_weight=gigpo.step_weight, norm=gigpo.norm
+        )
 
     def clip_range(self) -> tuple[float, float]:
         """(low, high) clip bounds on the ratio from the divergence measure."""
@@ -230,6 +285,19 @@ class AlgorithmConfig:
             )
         except ValueError as err:
             raise ConfigError("loss", f"{self.loss!r} rejects these settings: {err}") from None
+        if self.per_turn_advantages and self.scope == "trajectory":
+            # One unit whose two tokens carry different advantages, as an episode's turns may.
+            two = torch.zeros(1, 2)
+            try:
+                POLICY_LOSSES.get(self.loss)(
+                    PolicyLossInput(two, two, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2), two.long(), 1), settings
+                )
+            except ValueError:
+                raise ConfigError(
+                    "scope",
+                    f"{self.loss!r} needs one advantage per unit but advantage={self.advantage!r} with "
+                    f"advantage_samples={self.advantage_samples!r} gives each turn its own: use scope=turn",
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -502,10 +570,11 @@ class Config:
                 "train.minibatches=1 and train.epochs=1: every importance ratio is 1 (up to the engine's "
                 "numerics), so p and the clip region do nothing (every p gives the same gradient); use minibatches >= 2"
             )
-        if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > self.optimizer_steps:
+        counted = self.train.steps if self.algorithm.p_counter == "iteration" else self.optimizer_steps
+        if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > counted:
             notes.append(
-                f"algorithm.p_steps={self.algorithm.p_steps} exceeds the run's {self.optimizer_steps} "
-                "optimizer steps: p never reaches the end of its schedule"
+                f"algorithm.p_steps={self.algorithm.p_steps} exceeds the run's {counted} "
+                f"{self.algorithm.p_counter} steps: p never reaches the end of its schedule"
             )
         return notes
 
