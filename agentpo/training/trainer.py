@@ -349,7 +349,7 @@ class Trainer:
                 loss = loss - algorithm.entropy_coef * (entropy * mb.action_mask).sum() / tokens
             loss.backward()
             record["loss"] = float(loss.detach())
-            record["entropy"] = masked_mean(entropy, mb.action_mask)
+            record["entropy"] = masked_mean(entropy.detach(), mb.action_mask)
             micro_metrics.append(record)
         max_norm = config.optim.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
