@@ -53,7 +53,7 @@ def _similar_cluster(observation: str, clusters: list[tuple[str, int]], similari
         # Argument order and difflib's default junk heuristic as in the published code.
         matcher = SequenceMatcher(None, observation, representative)
         # The cheap upper bounds rule most clusters out before the exact ratio.
-        if matcher.real_quick_ratio() >= similarity and matcher.quick_ratio() >= similarity:
-            if matcher.ratio() >= similarity:
-                return cluster_id
+        bounds_pass = matcher.real_quick_ratio() >= similarity and matcher.quick_ratio() >= similarity
+        if bounds_pass and matcher.ratio() >= similarity:
+            return cluster_id
     return None

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agentpo.algos.schedules import PSchedule
+from agentpo.config import load_config
 from agentpo.rollout.batch import collate
 from agentpo.rollout.episode import Episode, Turn
 from agentpo.training.batching import micro_batch, unit_ids
@@ -15,6 +16,8 @@ from agentpo.training.rewards import step_rewards
 from agentpo.training.trainer import Trainer
 
 from .runs import run_training, tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _turn(prompt: list[int], response: list[int], reward: float, action: str | None, anchor: str) -> Turn:
@@ -97,3 +100,21 @@ def test_entropy_bonus_gradient_is_the_same_with_chunked_logits(tmp_path: Path) 
     assert chunked_metrics["loss"] == pytest.approx(full_metrics["loss"], rel=1e-5, abs=1e-7)
     for a, b in zip(full, chunked):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("recipe", ["alfworld_holderpo", "alfworld_gigpo", "alfworld_holderpo_gigpo", "math_holderpo"])
+def test_published_recipes_count_p_per_iteration_and_cover_the_run(recipe: str) -> None:
+    config = load_config(REPO / "configs" / f"{recipe}.yaml")
+    algorithm = config.algorithm
+    if algorithm.p_schedule != "constant":
+        assert algorithm.p_counter == "iteration" and algorithm.p_steps == config.train.steps
+    assert config.warnings() == []
+
+
+@pytest.mark.parametrize("recipe", ["alfworld_holderpo", "alfworld_gigpo", "alfworld_holderpo_gigpo"])
+def test_alfworld_recipes_use_the_published_regularisers(recipe: str) -> None:
+    algorithm = load_config(REPO / "configs" / f"{recipe}.yaml").algorithm
+    assert (algorithm.kl_coef, algorithm.kl_estimator, algorithm.entropy_coef) == (0.01, "low_var_kl", 0.001)
+    if algorithm.advantage == "gigpo":
+        assert (algorithm.gigpo.gamma, algorithm.gigpo.step_weight, algorithm.gigpo.norm) == (0.95, 1.0, "mean_std")
+        assert algorithm.scope == "turn"

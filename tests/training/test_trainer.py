@@ -109,7 +109,9 @@ def test_loss_curve_matches_the_stored_one(tmp_path: Path) -> None:
     assert curve["approx_kl"] == pytest.approx(stored["approx_kl"], rel=1e-2, abs=1e-7)
 
 
-@pytest.mark.parametrize("recipe", ["alfworld_holderpo", "math_holderpo", "quickstart"])
+@pytest.mark.parametrize(
+    "recipe", ["alfworld_holderpo", "alfworld_gigpo", "alfworld_holderpo_gigpo", "math_holderpo", "quickstart"]
+)
 def test_dry_run_of_the_recipes_builds_nothing(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(
         config=str(REPO / "configs" / f"{recipe}.yaml"),
