@@ -221,15 +221,20 @@ def test_gigpo_matches_the_loop_reference(samples, norm):
     assert metrics["step_group_singleton_frac"].item() == pytest.approx(1 / 4)
 
 
+def three_attempts(rewards: list[float], anchors: list[int], episode: tuple[int, ...] = (0, 0, 1, 1, 2)) -> StepRewards:
+    """Three attempts at one task, without penalties; by default of 2, 2 and 1 turns."""
+    return StepRewards(
+        rewards=torch.tensor(rewards, dtype=torch.float64),
+        penalties=torch.zeros(len(rewards), dtype=torch.float64),
+        episode=torch.tensor(episode),
+        group=torch.tensor([0, 0, 0]),
+        anchors=torch.tensor(anchors),
+    )
+
+
 def test_gigpo_closed_form_of_one_anchor_state():
     """Three attempts act on state s0 at their first turn; then they differ. ω = 1, mean-only norm, γ = 0.5."""
-    steps = StepRewards(
-        rewards=torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64),
-        penalties=torch.zeros(5, dtype=torch.float64),
-        episode=torch.tensor([0, 0, 1, 1, 2]),
-        group=torch.tensor([0, 0, 0]),
-        anchors=torch.tensor([0, 1, 0, 2, 0]),
-    )
+    steps = three_attempts([0.0, 1.0, 0.0, 0.0, 0.0], anchors=[0, 1, 0, 2, 0])
     settings = AdvantageSettings(samples="episode", norm="mean", gamma=0.5)
     advantages, _ = compute_advantages("gigpo", steps, settings)
     # Returns 1, 0, 0 (mean 1/3). First turns: R = 0.5, 0, 0 (mean 1/6); later turns are singletons.
@@ -238,13 +243,8 @@ def test_gigpo_closed_form_of_one_anchor_state():
 
 
 def test_gigpo_step_groups_of_one_or_of_tied_returns_add_nothing():
-    steps = StepRewards(
-        rewards=torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0], dtype=torch.float64),
-        penalties=torch.zeros(5, dtype=torch.float64),
-        episode=torch.tensor([0, 0, 1, 1, 2]),
-        group=torch.tensor([0, 0, 0]),
-        anchors=torch.tensor([0, 1, 0, 1, 2]),  # turns 0/2 and 1/3 tie on their returns; turn 4 is alone
-    )
+    # Turns 0/2 and 1/3 tie on their returns; turn 4 is alone.
+    steps = three_attempts([0.0, 1.0, 0.0, 1.0, 0.0], anchors=[0, 1, 0, 1, 2])
     gigpo, metrics = compute_advantages("gigpo", steps, AdvantageSettings(norm="mean_std", step_weight=1.0))
     grpo, _ = compute_advantages("grpo", steps, AdvantageSettings(eps=1e-6))
     assert torch.equal(gigpo, grpo)  # every step advantage is exactly 0
@@ -283,13 +283,8 @@ def test_anchor_similarity_ties_go_to_the_oldest_cluster():
 
 def test_gigpo_with_similar_anchors_uses_the_clusters():
     observations = ["on the table: mug 1", "on the table: mug 2", "on the table: mug 1"]
-    steps = StepRewards(
-        rewards=torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
-        penalties=torch.zeros(3, dtype=torch.float64),
-        episode=torch.tensor([0, 1, 2]),
-        group=torch.tensor([0, 0, 0]),
-        anchors=anchor_ids(observations, [0, 0, 0], similarity=0.9),
-    )
+    anchors = anchor_ids(observations, [0, 0, 0], similarity=0.9).tolist()
+    steps = three_attempts([1.0, 0.0, 0.0], anchors, episode=(0, 1, 2))
     advantages, metrics = compute_advantages("gigpo", steps, AdvantageSettings(norm="mean"))
     # One step group of all three turns: A^S = A^E = R − 1/3.
     expected = [2 * (1 - 1 / 3), 2 * (-1 / 3), 2 * (-1 / 3)]
