@@ -168,10 +168,13 @@ class GiGPOConfig:
     gamma: float = option(0.95, "discount of the step returns that anchor-state groups compare")
     step_weight: float = option(1.0, "omega: advantage = episode-level + omega x step-level")
     norm: Literal["mean_std", "mean"] = option(
-        "mean_std", "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred (mean)"
+        "mean_std",
+        "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred (mean)",
     )
     similarity: float = option(
-        1.0, "turns of a group whose acted-on observations are at least this alike (difflib ratio) share an anchor state; 1: identical only"
+        1.0,
+        "turns of a group whose acted-on observations are at least this alike (difflib ratio) share an anchor state; "
+        "1: identical only",
     )
 
     def __post_init__(self) -> None:
@@ -193,7 +196,7 @@ class AlgorithmConfig:
         "aggregation unit: trajectory = one Hölder mean per episode (agentpo); turn = per turn "
         "(the published ALFWorld code); label results with it",
     )
-    p_schedule: str = option("constant", "schedule of the Hölder exponent p over optimizer steps")
+    p_schedule: str = option("constant", "schedule of the Hölder exponent p over training steps (see p_counter)")
     p_min: float = option(1.0, "smallest p of the schedule (the constant p when p_schedule=constant uses p_max)")
     p_max: float = option(1.0, "largest p of the schedule; linear_dec goes p_max -> p_min")
     p_counter: Literal["optimizer", "iteration"] = option(
@@ -216,7 +219,7 @@ class AlgorithmConfig:
         "by its episode's env return minus its own invalid-action penalty (the published ALFWorld code)",
     )
     gigpo: GiGPOConfig = section(GiGPOConfig, "GiGPO's step-level advantage (advantage=gigpo)")
-    advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo)")
+    advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo; gigpo with norm=mean_std)")
     kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
     kl_estimator: str = option(
         "k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2, k3 (Schulman 2020) or low_var_kl (k3 clamped, verl)"
@@ -264,7 +267,11 @@ class AlgorithmConfig:
 
         gigpo = self.gigpo
         return AdvantageSettings(
-            samples=self.advantage_samples, eps=self.advantage_eps, gamma=gigpo.gamma, step_weight=gigpo.step_weight, norm=gigpo.norm
+            samples=self.advantage_samples,
+            eps=self.advantage_eps,
+            gamma=gigpo.gamma,
+            step_weight=gigpo.step_weight,
+            norm=gigpo.norm,
         )
 
     def clip_range(self) -> tuple[float, float]:

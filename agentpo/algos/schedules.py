@@ -98,7 +98,7 @@ class PSchedule:
         name: an entry of :data:`P_SCHEDULES`.
         p_min: lower end of the schedule (start of increasing schedules, end of ``*_dec`` ones).
         p_max: upper end; ``constant`` returns it (set p_min = p_max = p).
-        steps: optimizer steps over which the schedule runs; p stays at its final value afterwards.
+        steps: steps (of ``counter``) over which the schedule runs; p stays at its final value afterwards.
         power: exponent n of ``poly`` / ``poly_dec``.
         counter: ``optimizer`` (steps are optimizer steps from 0) or ``iteration`` (steps are
             rollout iterations from 1), see :meth:`at`.
@@ -130,7 +130,7 @@ class PSchedule:
         return float(P_SCHEDULES.get(self.name)(progress, self.p_min, self.p_max, self.power))
 
     def at(self, *, iteration: int, optimizer_step: int) -> float:
-        """p for an update: at the 1-based rollout ``iteration`` or the 0-based ``optimizer_step``, per :attr:`counter`."""
+        """p for an update: at the 1-based rollout ``iteration`` or the 0-based ``optimizer_step`` (:attr:`counter`)."""
         if self.counter == "iteration":
             if iteration < 1:
                 raise ValueError(f"rollout iterations count from 1, got {iteration}")

@@ -86,7 +86,8 @@ def token_logprobs(
         attention_mask: ``[N, L]`` 1 on real tokens, 0 on padding.
         temperature: divides the logits before the softmax, as the engine did when sampling, so
             that ratios against sampling log-probs start at exactly 1.
-        with_entropy: also return the entropy of the predictive distribution (detached unless ``entropy_grad``).
+        with_entropy: also return the entropy of the predictive distribution (detached unless
+            ``entropy_grad``).
         entropy_grad: keep the entropy differentiable (an entropy bonus in the loss); costs the
             memory of one more vocabulary-sized tensor per position on the full-logits path.
         from_column: first column whose log-prob is needed (>= 1); earlier columns come back as 0.

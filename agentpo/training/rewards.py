@@ -13,7 +13,9 @@ from agentpo.algos.anchors import anchor_ids
 from agentpo.rollout.episode import Episode
 
 
-def step_rewards(episodes: list[Episode], invalid_action_penalty: float, *, similarity: float | None = None) -> StepRewards:
+def step_rewards(
+    episodes: list[Episode], invalid_action_penalty: float, *, similarity: float | None = None
+) -> StepRewards:
     """The rewards, penalties, episodes and groups of every turn of ``episodes``.
 
     Args:
@@ -30,8 +32,9 @@ def step_rewards(episodes: list[Episode], invalid_action_penalty: float, *, simi
     anchors = None
     if similarity is not None:
         anchors = anchor_ids([turn.anchor for _, turn in turns], [groups[i] for i, _ in turns], similarity)
+    env_rewards = [turn.reward + penalty for (_, turn), penalty in zip(turns, penalties)]
     return StepRewards(
-        rewards=torch.tensor([turn.reward + penalty for (_, turn), penalty in zip(turns, penalties)], dtype=torch.float64),
+        rewards=torch.tensor(env_rewards, dtype=torch.float64),
         penalties=torch.tensor(penalties, dtype=torch.float64),
         episode=torch.tensor([index for index, _ in turns], dtype=torch.long),
         group=torch.tensor(groups, dtype=torch.long),

@@ -175,7 +175,12 @@ class Trainer:
 
         algorithm = config.algorithm
         self.p_schedule = PSchedule(
-            algorithm.p_schedule, algorithm.p_min, algorithm.p_max, algorithm.p_steps, algorithm.p_power, algorithm.p_counter
+            algorithm.p_schedule,
+            algorithm.p_min,
+            algorithm.p_max,
+            algorithm.p_steps,
+            algorithm.p_power,
+            algorithm.p_counter,
         )
         self.clip_low, self.clip_high = algorithm.clip_range()
         self.loss_fn = POLICY_LOSSES.get(algorithm.loss)
@@ -308,7 +313,7 @@ class Trainer:
         old_logprobs: Tensor,
         ref_logprobs: Tensor | None,
     ) -> dict[str, float]:
-        """One optimizer step of rollout ``iteration`` on the minibatch made of ``episodes``, accumulated over micro-batches."""
+        """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches."""
         config, algorithm = self.config, self.config.algorithm
         tokens, num_units = normalizers(batch, units, episodes)
         if tokens == 0:  # every episode of this minibatch ended before its first turn (env errors)
