@@ -40,12 +40,12 @@ from agentpo.algos.segments import Segments
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
-    "AdvantageSettings",
     "DIVERGENCES",
     "KL_ESTIMATORS",
     "METRIC_KEYS",
     "POLICY_LOSSES",
     "P_SCHEDULES",
+    "AdvantageSettings",
     "PSchedule",
     "PolicyLossInput",
     "PolicyLossSettings",
