@@ -44,13 +44,13 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
     assert extract_boxed(text) == expected
 
 
+# Scanning forward from each of 20,000 unclosed boxes would take minutes; one pass takes milliseconds.
+# The timeout is a ceiling for that quadratic case, not a speed target (those live in benchmarks/).
+@pytest.mark.timeout(60)
 def test_extraction_is_linear_on_adversarial_text() -> None:
-    # Scanning forward from each of 20,000 unclosed boxes would take minutes; one pass takes milliseconds.
-    start = time.perf_counter()
     assert extract_boxed("\\boxed{" * 20_000) is None
     assert extract_boxed("\\boxed{1}" + "\\boxed{" * 20_000) == "1"
     assert extract_answer("#### 1" + " " * 50_000 + "2", fallback=True) == "1" + " " * 50_000 + "2"
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize(
