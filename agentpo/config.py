@@ -724,7 +724,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML (the run folder keeps the exact config it ran with)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from agentpo.files import write_atomically
+
+    write_atomically(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from agentpo.evaluation.runner import EvalResult, EvalSettings
 from agentpo.evaluation.summary import COLUMNS, Cell
+from agentpo.files import write_atomically
 
 #: Column headers of the published tables.
 HEADERS: dict[str, str] = {
@@ -158,7 +159,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE, "chart": folder / CHART_FILE}
-    paths["json"].write_text(json.dumps(to_json(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(to_markdown(result), encoding="utf-8")
+    write_atomically(paths["json"], json.dumps(to_json(result), indent=2, sort_keys=True) + "\n")
+    write_atomically(paths["markdown"], to_markdown(result))
     plot_success(result, paths["chart"])
     return paths

@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from agentpo.evaluation.log import JsonLinesLog, check_same_settings
+from agentpo.evaluation.log import check_same_settings
 from agentpo.evaluation.policies import Agent
 from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
 from agentpo.evaluation.task_types import game_key, stratified_order
+from agentpo.files import JsonLinesLog
 
 #: Names of the files :func:`evaluate_policy` keeps in its output folder.
 GAMES_FILE = "games.jsonl"

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentpo.files import write_atomically
+
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "step_"
 BEST_FILE = "best.json"
@@ -166,7 +168,8 @@ def save_best(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_json_atomically(root / BEST_FILE, {"step": step, "metric": metric, "value": value, "path": final.name})
+    record = {"step": step, "metric": metric, "value": value, "path": final.name}
+    write_atomically(root / BEST_FILE, json.dumps(record, indent=2) + "\n")
     _remove_other_bests(root, keep=final.name)
     return final / "model"
 
@@ -185,8 +188,3 @@ def _remove_other_bests(root: Path, keep: str | None) -> None:
         if folder.is_dir() and folder.name.startswith(_BEST_PREFIX) and folder.name != keep:
             shutil.rmtree(folder)
 
-
-def _write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
