@@ -3,13 +3,23 @@
 Each subcommand lives in ``agentpo/commands/<name>.py`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Command modules import heavy libraries
 (torch, the ALFWorld engine) inside ``run`` so that ``agentpo --help`` stays instant.
+
+A user's mistake (a bad config value, a missing file or folder, a refused run folder) ends the
+command with one line on stderr naming the key or file and exit status 2, not a traceback
+(``AGENTPO_TRACEBACK=1`` shows it); Ctrl-C ends it with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from agentpo.config import ConfigError
+
+#: What a user's mistake raises (bad values are ValueErrors throughout the project); see the docstring.
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 COMMANDS = ("train", "eval", "envs", "play", "plot")
 
@@ -27,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\nagentpo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if os.environ.get("AGENTPO_TRACEBACK"):
+            raise
+        print(f"agentpo {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ is not in its registry (losses, advantage estimators, p schedules, divergence me
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -59,6 +60,45 @@ def section(cls: type, help: str) -> Any:
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(key, message)
+
+
+def _require_finite(section: Any, *names: str) -> None:
+    """Each named float field of ``section`` is a finite number (YAML's ``.inf`` / ``.nan`` pass every range check)."""
+    for name in names:
+        value = getattr(section, name)
+        _require(math.isfinite(value), name, f"must be a finite number, got {value}")
+
+
+def _names_a_local_path(path: str) -> bool:
+    """Whether ``path`` can only be a local path: it exists, is explicit (/, ., ~) or has more parts than org/name."""
+    return Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
+
+
+def _check_env_kwargs(env_id: str, kwargs: dict[str, Any], key: str) -> None:
+    """Every key of ``kwargs`` is a constructor argument of ``env_id``, and a ``data_dir`` among them is a folder.
+
+    A misspelled argument would otherwise stop the run only when the env pool builds the envs,
+    after the run folder exists. Envs whose constructor takes ``**kwargs`` accept any key.
+    """
+    import inspect
+
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gymnasium.spec(env_id).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    try:
+        parameters = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to compare with
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(names))
+    _require(not unknown, key, f"{env_id} has no argument {', '.join(map(repr, unknown))}; its arguments: {names}")
+    data_dir = kwargs.get("data_dir")
+    if data_dir:
+        _require(Path(str(data_dir)).expanduser().is_dir(), f"{key}.data_dir", f"{data_dir!r} is not a folder")
 
 
 def _require_registered(value: str, key: str, registry: Any, what: str) -> None:
@@ -111,6 +151,8 @@ class ModelConfig:
             "path",
             "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
         )
+        if self.source == "pretrained" and _names_a_local_path(self.path):
+            _require(Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +174,7 @@ class EnvConfig:
 
             raise ConfigError("id", f"unknown env id {self.id!r}; registered: {registered_ids()}")
         _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        _check_env_kwargs(self.id, self.kwargs, "kwargs")
 
 
 @dataclass(frozen=True)
@@ -151,6 +194,7 @@ class RolloutConfig:
     max_batch_size: int = option(0, "engine batch size cap (0: the whole batch at once)")
 
     def __post_init__(self) -> None:
+        _require_finite(self, "temperature", "top_p", "invalid_action_penalty")
         _require(self.group_size >= 2, "group_size", f"must be >= 2 (advantages need a group), got {self.group_size}")
         _require(self.max_turns >= 1, "max_turns", f"must be >= 1, got {self.max_turns}")
         _require(self.history >= -1, "history", f"must be >= 0 or -1 (full history), got {self.history}")
@@ -240,6 +284,9 @@ class AlgorithmConfig:
         _require_registered(self.divergence, "divergence", DIVERGENCES, "divergence measure")
         _require_registered(self.advantage, "advantage", ADVANTAGE_ESTIMATORS, "advantage estimator")
         _require_registered(self.kl_estimator, "kl_estimator", KL_ESTIMATORS, "KL estimator")
+        _require_finite(
+            self, "p_min", "p_max", "p_power", "clip_eps_low", "clip_eps_high", "clip_delta", "advantage_eps", "kl_coef"
+        )
         _require(self.p_min <= self.p_max, "p_min", f"{self.p_min} is above p_max={self.p_max}")
         _require(self.p_steps >= 1, "p_steps", f"must be >= 1, got {self.p_steps}")
         _require(self.p_power > 0, "p_power", f"must be > 0, got {self.p_power}")
@@ -329,6 +376,7 @@ class OptimConfig:
     max_grad_norm: float = option(1.0, "clip the global gradient norm to this (0: no clipping)")
 
     def __post_init__(self) -> None:
+        _require_finite(self, "lr", "weight_decay", "eps", "min_lr_ratio", "max_grad_norm")
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _require(all(0 <= b < 1 for b in self.betas), "betas", f"must be in [0, 1), got {self.betas}")
         _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -395,8 +443,13 @@ class TrainConfig:
             value = getattr(self, name)
             _require(value >= 1, name, f"must be >= 1, got {value}")
         _require(self.micro_batch_episodes >= 0, "micro_batch_episodes", "must be >= 0")
+        _require_finite(self, "max_logits_mb")
         _require(self.max_logits_mb > 0, "max_logits_mb", f"must be > 0, got {self.max_logits_mb}")
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        if self.device == "cuda":
+            import torch
+
+            _require(torch.cuda.is_available(), "device", "is cuda, but no CUDA device is visible here (use auto or cpu)")
 
 
 #: How each env is validated during training; envs not named here play held-out task seeds.
@@ -442,7 +495,9 @@ class EvalConfig:
         _require(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
         _require(bool(self.datasets), "datasets", "must name at least one benchmark")
         _require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
-        _require(self.first_seed >= 0, "first_seed", "must be >= 0")
+        _require_finite(self, "temperature")
+        # Training draws its task seeds from [0, first_seed): 0 would leave it none.
+        _require(self.first_seed >= 1, "first_seed", f"must be >= 1 (training seeds lie below it), got {self.first_seed}")
 
 
 @dataclass(frozen=True)
@@ -472,6 +527,9 @@ class Config:
     def __post_init__(self) -> None:
         from agentpo.rollout.prompting import DEFAULT_PROMPTS, PromptTemplate
 
+        _require(bool(self.run_dir.strip()), "run_dir", "is empty; name the run's folder")
+        if self.eval.env_kwargs:
+            _check_env_kwargs(self.env.id, self.eval.env_kwargs, "eval.env_kwargs")
         _require(
             bool(self.rollout.prompt) or self.env.id in DEFAULT_PROMPTS,
             "rollout.prompt",
@@ -714,9 +772,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`."""
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
+    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`.
+
+    A missing or unreadable file and invalid YAML are ConfigErrors naming the file.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"cannot read the config file ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"invalid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping of sections")
     return config_from_dict(apply_overrides(data, overrides or []))

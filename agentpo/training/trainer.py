@@ -57,6 +57,7 @@ from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
 from agentpo.training.policy import initial_model_dir, load_policy, load_reference
 from agentpo.training.rewards import step_rewards
+from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
 
 
@@ -103,11 +104,14 @@ class Trainer:
     Args:
         config: the validated run config.
         resume: continue from the latest checkpoint in ``config.run_dir`` (an error if there is none).
+        overwrite: start afresh in a ``run_dir`` that holds another run, deleting it (without it, and
+            without ``resume``, such a folder is refused: see :mod:`~agentpo.training.run_folder`).
     """
 
-    def __init__(self, config: Config, *, resume: bool = False):
+    def __init__(self, config: Config, *, resume: bool = False, overwrite: bool = False):
         self.config = config
         self.run_dir = Path(config.run_dir)
+        prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.train.num_threads)
         torch.manual_seed(config.train.seed)
@@ -115,8 +119,6 @@ class Trainer:
 
         # The starting point: the latest checkpoint when resuming, else the initial weights.
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
         init_dir = initial_model_dir(config, self.run_dir)
         lora = config.train.lora.rank > 0
         self.model, self.tokenizer = load_policy(
