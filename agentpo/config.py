@@ -163,7 +163,16 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "constructor arguments passed to gymnasium.make"}
     )
-    num_workers: int = option(0, "env worker processes (0: step the envs in the trainer process)")
+    num_workers: int = option(
+        0,
+        "env worker processes (0: step the envs in the trainer process, where no timeout applies and a crashing "
+        "env takes the trainer down: see docs/reliability.md)",
+    )
+    step_timeout: float = option(60.0, "seconds an env step may take in a worker before the worker is replaced")
+    reset_timeout: float = option(300.0, "seconds an env reset (or a worker's start) may take in a worker")
+    max_observation_chars: int = option(
+        50_000, "an observation longer than this ends its episode with an env error instead of flooding the prompt"
+    )
 
     def __post_init__(self) -> None:
         import agentpo.envs  # noqa: F401  (registers the ids; light: entry points load lazily)
@@ -174,7 +183,20 @@ class EnvConfig:
 
             raise ConfigError("id", f"unknown env id {self.id!r}; registered: {registered_ids()}")
         _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        _require_finite(self, "step_timeout", "reset_timeout")
+        _require(self.step_timeout > 0, "step_timeout", f"must be > 0, got {self.step_timeout}")
+        _require(self.reset_timeout > 0, "reset_timeout", f"must be > 0, got {self.reset_timeout}")
+        _require(self.max_observation_chars >= 1, "max_observation_chars", "must be >= 1")
         _check_env_kwargs(self.id, self.kwargs, "kwargs")
+
+    def pool_options(self) -> dict[str, Any]:
+        """The :class:`~agentpo.envs.pool.EnvPool` keyword arguments these settings make (besides the env)."""
+        return {
+            "num_workers": self.num_workers,
+            "step_timeout": self.step_timeout,
+            "reset_timeout": self.reset_timeout,
+            "max_observation_chars": self.max_observation_chars,
+        }
 
 
 @dataclass(frozen=True)

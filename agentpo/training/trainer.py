@@ -150,7 +150,7 @@ class Trainer:
             config.env.id,
             config.episodes_per_batch,
             env_kwargs=config.env.kwargs,
-            num_workers=config.env.num_workers,
+            **config.env.pool_options(),
         )
         sampling = SamplingParams(
             temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens

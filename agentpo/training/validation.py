@@ -160,7 +160,7 @@ class SeedValidation:
                 config.env.id,
                 pool.num_envs,
                 env_kwargs={**config.env.kwargs, **config.eval.env_kwargs},
-                num_workers=config.env.num_workers,
+                **config.env.pool_options(),
             )
         self.manager = RolloutManager(engine, tokenizer, self.own_pool or pool, rollout)
         first = config.eval.first_seed
