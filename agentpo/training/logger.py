@@ -23,6 +23,7 @@ METRICS_FILE = "metrics.jsonl"
 PROGRESS_KEYS: dict[str, str] = {
     "success_rate": "succ",
     "reward_mean": "rew",
+    "env_error_rate": "env_err",
     "p": "p",
     "clip_frac": "clip",
     "approx_kl": "kl",

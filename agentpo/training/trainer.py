@@ -269,6 +269,12 @@ class Trainer:
             task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
             episodes = self.rollout.collect(task_seeds, seed=int(rng.integers(1 << 62)))
         metrics.update(episode_metrics(episodes))
+        collected = len(episodes)
+        # An episode lost to an env error says nothing about the policy: it is counted
+        # (env_error_rate), and left out of the advantages and the updates.
+        episodes = [e for e in episodes if e.env_error is None]
+        if not episodes:
+            return self._step_metrics(metrics, started, collected)
 
         # 2. rewards and 3. advantages, one per turn.
         similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
@@ -300,8 +306,12 @@ class Trainer:
         metrics.update(reduce_metrics(u for u in updates if u))
 
         # 6. Weights into the engine: nothing to copy, the engine samples from self.model itself.
+        return self._step_metrics(metrics, started, collected)
+
+    def _step_metrics(self, metrics: dict[str, float], started: float, episodes: int) -> dict[str, float]:
+        """``metrics`` with the step's time, generation throughput over its ``episodes`` and learning rate."""
         metrics["step_time_s"] = time.perf_counter() - started
-        metrics["tokens_per_s"] = metrics["tokens_generated"] * len(episodes) / metrics["step_time_s"]
+        metrics["tokens_per_s"] = metrics["tokens_generated"] * episodes / metrics["step_time_s"]
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
 
@@ -419,10 +429,15 @@ class Trainer:
 
 
 def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log."""
+    """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log.
+
+    ``env_error_rate`` is the share of episodes lost to env errors; they count as failures in
+    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on.
+    """
     means = reduce_metrics(e.metrics() for e in episodes)
     means["success_rate"] = means.pop("success")
     means["reward_mean"] = means.pop("return")
+    means["env_error_rate"] = sum(e.env_error is not None for e in episodes) / len(episodes)
     return means
 
 
