@@ -34,7 +34,7 @@ def test_lost_episodes_are_counted_and_not_trained_on(tmp_path: Path, monkeypatc
     seen: list[torch.Tensor] = []
     real = trainer_module.compute_advantages
 
-    def recording(name, rewards, groups, eps):  # noqa: ANN001, ANN202
+    def recording(name: str, rewards: torch.Tensor, groups: torch.Tensor, eps: float) -> tuple:
         seen.append(rewards)
         return real(name, rewards, groups, eps)
 

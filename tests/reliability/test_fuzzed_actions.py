@@ -19,7 +19,7 @@ fuzzed_text = st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=30).m
 
 def lazy_regex_parse(text: str) -> str | None:
     """The original definition of parse_action_tag (quadratic on unclosed tags): the last lazy match."""
-    matches = re.findall(r"<action>(.*?)</action>", text, re.S | re.I)
+    matches = re.findall(r"<action>(.*?)</action>", text, re.DOTALL | re.IGNORECASE)
     return (matches[-1].strip() or None) if matches else None
 
 

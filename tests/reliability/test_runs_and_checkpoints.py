@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentpo.cli import main
-from agentpo.config import save_config
+from agentpo.config import Config, save_config
 from agentpo.training.checkpoint import latest_checkpoint, list_checkpoints
 from agentpo.training.logger import read_metrics
 from agentpo.training.run_folder import RunFolderError
@@ -71,7 +71,7 @@ def test_a_new_run_in_a_used_folder_is_refused_unless_overwritten(tmp_path: Path
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000001", "step_000002"]
 
 
-def run_training_overwriting(config) -> list[dict]:  # noqa: ANN001
+def run_training_overwriting(config: Config) -> list[dict]:
     trainer = Trainer(config, overwrite=True)
     try:
         trainer.fit()
@@ -125,7 +125,7 @@ def test_ctrl_c_prints_how_to_resume(tmp_path: Path) -> None:
             waited += 0.2
             subprocess.run(["sleep", "0.2"])
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130, err
