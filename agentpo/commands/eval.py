@@ -11,6 +11,7 @@ the same command on the same folder resumes where an interrupted run stopped.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     policy = args.policy or ("model" if args.model else None)
     if policy is None:
-        print("agentpo eval: pass --model MODEL, or --policy expert / random for the ALFWorld reference rows")
+        print("agentpo eval: pass --model MODEL, or --policy expert / random for the ALFWorld reference rows", file=sys.stderr)
         return 2
     if policy == "model" and not args.model:
-        print("agentpo eval: --policy model needs --model")
+        print("agentpo eval: --policy model needs --model", file=sys.stderr)
         return 2
     if args.env == MATH and policy != "model":
-        print("agentpo eval: math has no reference policies; pass --model")
+        print("agentpo eval: math has no reference policies; pass --model", file=sys.stderr)
         return 2
     defaults = ENV_DEFAULTS[args.env]
     for key, value in defaults.items():

@@ -52,4 +52,4 @@ def test_math_with_a_tiny_model_checkpoint(math_data_dir: Path, tmp_path: Path) 
 def test_bad_flag_combinations_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run([]) == 2
     assert _run(["--env", "agentpo/Math-v0", "--policy", "expert"]) == 2
-    assert "no reference policies" in capsys.readouterr().out
+    assert "no reference policies" in capsys.readouterr().err
