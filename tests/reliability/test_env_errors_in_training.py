@@ -6,8 +6,8 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 
+from agentpo.algos.advantages import StepRewards
 from agentpo.envs import register_text_env
 from agentpo.envs.corridor import CorridorEnv
 from agentpo.rollout.episode import Episode
@@ -31,12 +31,12 @@ FLAKY = register_text_env("agentpo-test/FlakyCorridor-v0", f"{__name__}:FlakyCor
 
 
 def test_lost_episodes_are_counted_and_not_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[torch.Tensor] = []
+    seen: list[StepRewards] = []
     real = trainer_module.compute_advantages
 
-    def recording(name: str, rewards: torch.Tensor, groups: torch.Tensor, eps: float) -> tuple:
-        seen.append(rewards)
-        return real(name, rewards, groups, eps)
+    def recording(name: str, steps: StepRewards, settings: object) -> tuple:
+        seen.append(steps)
+        return real(name, steps, settings)
 
     monkeypatch.setattr(trainer_module, "compute_advantages", recording)
     config = tiny_config(
@@ -52,7 +52,7 @@ def test_lost_episodes_are_counted_and_not_trained_on(tmp_path: Path, monkeypatc
         trainer.close()
     episodes = config.episodes_per_batch  # 12: resets 2, 5, 8, 11 fail
     assert metrics["env_error_rate"] == pytest.approx(4 / episodes)
-    assert len(seen) == 1 and len(seen[0]) == episodes - 4
+    assert len(seen) == 1 and len(seen[0].group) == episodes - 4  # one group id per episode advantaged
     assert metrics["loss"] == metrics["loss"]  # the update ran on the healthy episodes
 
 
