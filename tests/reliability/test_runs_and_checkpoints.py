@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentpo.cli import main
-from agentpo.config import Config, save_config
+from agentpo.config import save_config
 from agentpo.training.checkpoint import latest_checkpoint, list_checkpoints
 from agentpo.training.logger import read_metrics
 from agentpo.training.run_folder import RunFolderError
@@ -66,18 +66,9 @@ def test_a_new_run_in_a_used_folder_is_refused_unless_overwritten(tmp_path: Path
         Trainer(tiny_config(tmp_path, train={**train, "steps": 2}))
     assert read_metrics(tmp_path) == old  # nothing of the old run was touched
 
-    new = run_training_overwriting(tiny_config(tmp_path, train={**train, "steps": 2, "seed": 9}))
+    new = run_training(tiny_config(tmp_path, train={**train, "steps": 2, "seed": 9}), overwrite=True)
     assert [r["step"] for r in new] == [1, 2]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000001", "step_000002"]
-
-
-def run_training_overwriting(config: Config) -> list[dict]:
-    trainer = Trainer(config, overwrite=True)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return read_metrics(config.run_dir)
 
 
 class _Payload:
