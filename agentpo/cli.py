@@ -18,8 +18,9 @@ import sys
 
 from agentpo.config import ConfigError
 
-#: What a user's mistake raises (bad values are ValueErrors throughout the project); see the docstring.
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+#: What a user's mistake raises (bad values are ValueErrors throughout the project, a missing or
+#: unreadable file or model an OSError); see the docstring.
+USER_ERRORS = (ConfigError, ValueError, OSError)
 
 COMMANDS = ("train", "eval", "envs", "play", "plot")
 

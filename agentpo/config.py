@@ -69,7 +69,7 @@ def _require_finite(section: Any, *names: str) -> None:
         _require(math.isfinite(value), name, f"must be a finite number, got {value}")
 
 
-def _names_a_local_path(path: str) -> bool:
+def names_a_local_path(path: str) -> bool:
     """Whether ``path`` can only be a local path: it exists, is explicit (/, ., ~) or has more parts than org/name."""
     return Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
 
@@ -151,7 +151,7 @@ class ModelConfig:
             "path",
             "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
         )
-        if self.source == "pretrained" and _names_a_local_path(self.path):
+        if self.source == "pretrained" and names_a_local_path(self.path):
             _require(Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)")
 
 

@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.env == MATH and policy != "model":
         print("agentpo eval: math has no reference policies; pass --model", file=sys.stderr)
         return 2
+    from agentpo.config import names_a_local_path
+
+    if policy == "model" and names_a_local_path(args.model) and not Path(args.model).expanduser().is_dir():
+        print(f"agentpo eval: --model {args.model!r} is not a folder (nor a hub id org/name)", file=sys.stderr)
+        return 2
     defaults = ENV_DEFAULTS[args.env]
     for key, value in defaults.items():
         if getattr(args, key) is None:

@@ -120,3 +120,13 @@ def test_the_exit_status_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     assert done.stderr.strip() == "agentpo train: optim.lr: must be a finite number, got inf"
     assert "Traceback" not in done.stderr + done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_eval_mistakes_name_the_flag(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = tree(workdir)
+    assert main(["eval", "--model", "./no/such/model", "--env", "agentpo/Math-v0"]) == 2
+    assert "--model './no/such/model' is not a folder" in capsys.readouterr().err
+    argv = ["eval", "--model", "org/model", "--env", "agentpo/Math-v0", "--dataset", "gsm8k", "--split", "../.."]
+    assert main([*argv, "--data-dir", str(workdir)]) == 2
+    assert "math split '../..' is not a split name" in capsys.readouterr().err
+    assert tree(workdir) == before
