@@ -196,15 +196,21 @@ def _signing_key(directory: Path) -> bytes:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     _require_private(directory, "folder", writable_only=True)
     path = directory / _KEY_FILE
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        _require_private(path, "key file", writable_only=False)
-        key = path.read_bytes()
-    else:
-        key = secrets.token_bytes(32)
+    if not path.exists():
+        # Written whole under a private name, then linked into place: pool workers starting together
+        # on a fresh folder all end up reading the one key that was published first.
+        tmp = directory / f".key.{os.getpid()}.{threading.get_ident()}.tmp"
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as f:
-            f.write(key)
+            f.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    _require_private(path, "key file", writable_only=False)
+    key = path.read_bytes()
     if len(key) != 32:
         raise ValueError(f"ALFWorld cache key {path} is damaged; delete the folder {directory} to start afresh")
     return key

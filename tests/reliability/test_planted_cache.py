@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,11 @@ def test_folders_and_keys_other_users_can_touch_are_refused(tmp_path: Path) -> N
     (folder / ".signing-key").chmod(0o644)
     with pytest.raises(ValueError, match="refusing the ALFWorld cache key file"):
         TranslationCache(folder)
+
+
+def test_workers_starting_together_share_one_key(tmp_path: Path) -> None:
+    folder = _private(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: TranslationCache(folder)._key, range(32)))
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert sorted(p.name for p in folder.iterdir()) == [".signing-key"]  # no temporary key left
