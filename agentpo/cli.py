@@ -6,7 +6,8 @@ Each subcommand lives in ``agentpo/commands/<name>.py`` and exposes ``HELP`` (on
 
 A user's mistake (a bad config value, a missing file or folder, a refused run folder) ends the
 command with one line on stderr naming the key or file and exit status 2, not a traceback
-(``AGENTPO_TRACEBACK=1`` shows it); Ctrl-C ends it with status 130.
+(``AGENTPO_TRACEBACK=1`` shows it); Ctrl-C ends it with status 130 and the command's
+``INTERRUPTED`` line (how to pick up where it stopped), if it has one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"agentpo.commands.{name}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        cmd.set_defaults(_run=module.run, _interrupted=getattr(module, "INTERRUPTED", ""))
     return parser
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print(f"\nagentpo {args.command}: interrupted", file=sys.stderr)
+        print(f"\nagentpo {args.command}: interrupted. {args._interrupted}".rstrip(), file=sys.stderr)
         return 130
     except USER_ERRORS as err:
         if os.environ.get("AGENTPO_TRACEBACK"):

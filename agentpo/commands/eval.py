@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 HELP = "evaluate a policy: ALFWorld success per task type, or math mean@n and pass@k"
+#: Printed after Ctrl-C (see agentpo.cli).
+INTERRUPTED = "Rerun the same command to resume: the finished games / samples in the output folder are kept."
 
 ALFWORLD = "agentpo/ALFWorld-v0"
 MATH = "agentpo/Math-v0"

@@ -130,3 +130,14 @@ def test_eval_mistakes_name_the_flag(workdir: Path, capsys: pytest.CaptureFixtur
     assert main([*argv, "--data-dir", str(workdir)]) == 2
     assert "math split '../..' is not a split name" in capsys.readouterr().err
     assert tree(workdir) == before
+
+
+def test_ctrl_c_in_eval_says_how_to_resume(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from agentpo.commands import eval as eval_command
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_command, "run", interrupted)
+    assert main(["eval", "--policy", "expert"]) == 130
+    assert "agentpo eval: interrupted. Rerun the same command to resume" in capsys.readouterr().err
