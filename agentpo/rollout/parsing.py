@@ -12,8 +12,8 @@ from typing import Callable
 
 ActionParser = Callable[[str], "str | None"]
 
-_OPEN_TAG = re.compile(r"<action>", re.I)
-_CLOSE_TAG = re.compile(r"</action>", re.I)
+_OPEN_TAG = re.compile(r"<action>", re.IGNORECASE)
+_CLOSE_TAG = re.compile(r"</action>", re.IGNORECASE)
 
 
 def parse_raw(text: str) -> str | None:
