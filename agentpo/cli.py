@@ -5,14 +5,26 @@ Each subcommand lives in ``agentpo/commands/<name>.py`` and exposes ``HELP`` (on
 ``run(args) -> int``. Command modules import heavy libraries (torch, the ALFWorld engine) inside
 ``run`` so that ``agentpo --help`` stays instant. ``key=value`` overrides may come anywhere on the
 line, before or after the options.
+
+A user's mistake (a bad config value, a missing file or folder, a refused run folder) ends the
+command with one line on stderr naming the key or file and exit status 2, not a traceback
+(``AGENTPO_TRACEBACK=1`` shows it); Ctrl-C ends it with status 130 and the command's
+``INTERRUPTED`` line (how to pick up where it stopped), if it has one.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+
+from agentpo.config import ConfigError
+
+#: What a user's mistake raises (bad values are ValueErrors throughout the project, a missing or
+#: unreadable file or model an OSError); see the docstring.
+USER_ERRORS = (ConfigError, ValueError, OSError)
 
 COMMANDS = ("train", "eval", "envs", "play", "plot")
 
@@ -45,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--version", action="version", version=version_text)
         module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        cmd.set_defaults(_run=module.run, _interrupted=getattr(module, "INTERRUPTED", ""))
     return parser
 
 
@@ -57,7 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\nagentpo {args.command}: interrupted. {args._interrupted}".rstrip(), file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if os.environ.get("AGENTPO_TRACEBACK"):
+            raise
+        print(f"agentpo {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

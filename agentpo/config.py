@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import yaml
 from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from agentpo.envs.spec import HeldOutDatasets, HeldOutGames, HeldOutSeeds, TextEnvSpec
+
+if TYPE_CHECKING:
+    from agentpo.algos.advantages import AdvantageSettings
 
 
 class ConfigError(ValueError):
@@ -57,6 +61,45 @@ def _yaml_bool_as_word(value: Any) -> Any:
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(key, message)
+
+
+def _require_finite(section: Any, *names: str) -> None:
+    """Each named float field of ``section`` is a finite number (YAML's ``.inf`` / ``.nan`` pass every range check)."""
+    for name in names:
+        value = getattr(section, name)
+        _require(math.isfinite(value), name, f"must be a finite number, got {value}")
+
+
+def names_a_local_path(path: str) -> bool:
+    """Whether ``path`` can only be a local path: it exists, is explicit (/, ., ~) or has more parts than org/name."""
+    return Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
+
+
+def _check_env_kwargs(env_id: str, kwargs: dict[str, Any], key: str) -> None:
+    """Every key of ``kwargs`` is a constructor argument of ``env_id``, and a ``data_dir`` among them is a folder.
+
+    A misspelled argument would otherwise stop the run only when the env pool builds the envs,
+    after the run folder exists. Envs whose constructor takes ``**kwargs`` accept any key.
+    """
+    import inspect
+
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gymnasium.spec(env_id).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    try:
+        parameters = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to compare with
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(names))
+    _require(not unknown, key, f"{env_id} has no argument {', '.join(map(repr, unknown))}; its arguments: {names}")
+    data_dir = kwargs.get("data_dir")
+    if data_dir:
+        _require(Path(str(data_dir)).expanduser().is_dir(), f"{key}.data_dir", f"{data_dir!r} is not a folder")
 
 
 def _require_registered(value: str, key: str, registry: Any, what: str) -> None:
@@ -100,6 +143,11 @@ class ModelConfig:
     tiny: TinyModelConfig = section(TinyModelConfig, "shape of the model built when source=tiny")
     gradient_checkpointing: bool = option(False, "trade compute for memory in the policy's backward pass")
 
+    def __post_init__(self) -> None:
+        # Whether a path is required (eval.policy=expert needs none) is the whole config's rule.
+        if self.source == "pretrained" and self.path and names_a_local_path(self.path):
+            _require(Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)")
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -109,7 +157,16 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "constructor arguments passed to gymnasium.make"}
     )
-    num_workers: int = option(0, "env worker processes (0: step the envs in the trainer process)")
+    num_workers: int = option(
+        0,
+        "env worker processes (0: step the envs in the trainer process, where no timeout applies and a crashing "
+        "env takes the trainer down: see docs/reliability.md)",
+    )
+    step_timeout: float = option(60.0, "seconds an env step may take in a worker before the worker is replaced")
+    reset_timeout: float = option(300.0, "seconds an env reset (or a worker's start) may take in a worker")
+    max_observation_chars: int = option(
+        50_000, "an observation longer than this ends its episode with an env error instead of flooding the prompt"
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -117,6 +174,20 @@ class EnvConfig:
         except ValueError as err:
             raise ConfigError("id", str(err)) from None
         _require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        _require_finite(self, "step_timeout", "reset_timeout")
+        _require(self.step_timeout > 0, "step_timeout", f"must be > 0, got {self.step_timeout}")
+        _require(self.reset_timeout > 0, "reset_timeout", f"must be > 0, got {self.reset_timeout}")
+        _require(self.max_observation_chars >= 1, "max_observation_chars", "must be >= 1")
+        _check_env_kwargs(self.id, self.kwargs, "kwargs")
+
+    def pool_options(self) -> dict[str, Any]:
+        """The :class:`~agentpo.envs.pool.EnvPool` keyword arguments these settings make (besides the env)."""
+        return {
+            "num_workers": self.num_workers,
+            "step_timeout": self.step_timeout,
+            "reset_timeout": self.reset_timeout,
+            "max_observation_chars": self.max_observation_chars,
+        }
 
 
 @dataclass(frozen=True)
@@ -138,6 +209,7 @@ class RolloutConfig:
     max_batch_size: int = option(0, "engine batch size cap (0: the whole batch at once)")
 
     def __post_init__(self) -> None:
+        _require_finite(self, "temperature", "top_p", "invalid_action_penalty")
         _require(self.group_size >= 2, "group_size", f"must be >= 2 (advantages need a group), got {self.group_size}")
         _require(self.max_turns >= 1, "max_turns", f"must be >= 1, got {self.max_turns}")
         _require(self.history >= -1, "history", f"must be >= 0 or -1 (full history), got {self.history}")
@@ -146,6 +218,28 @@ class RolloutConfig:
         _require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _require(self.invalid_action_penalty >= 0, "invalid_action_penalty", "must be >= 0")
         _require(self.max_batch_size >= 0, "max_batch_size", f"must be >= 0, got {self.max_batch_size}")
+
+
+@dataclass(frozen=True)
+class GiGPOConfig:
+    """GiGPO's step-level advantage (``algorithm.advantage=gigpo``), see docs/algorithms.md."""
+
+    gamma: float = option(0.95, "discount of the step returns that anchor-state groups compare")
+    step_weight: float = option(1.0, "omega: advantage = episode-level + omega x step-level")
+    norm: Literal["mean_std", "mean"] = option(
+        "mean_std",
+        "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred (mean)",
+    )
+    similarity: float = option(
+        1.0,
+        "turns of a group whose acted-on observations are at least this alike (difflib ratio) share an anchor state; "
+        "1: identical only",
+    )
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1], got {self.gamma}")
+        _require(self.step_weight >= 0, "step_weight", f"must be >= 0, got {self.step_weight}")
+        _require(0 < self.similarity <= 1, "similarity", f"must be in (0, 1], got {self.similarity}")
 
 
 @dataclass(frozen=True)
@@ -161,19 +255,37 @@ class AlgorithmConfig:
         "aggregation unit: trajectory = one Hölder mean per episode (agentpo); turn = per turn "
         "(the published ALFWorld code); label results with it",
     )
-    p_schedule: str = option("constant", "schedule of the Hölder exponent p over optimizer steps")
+    p_schedule: str = option("constant", "schedule of the Hölder exponent p over training steps (see p_counter)")
     p_min: float = option(1.0, "smallest p of the schedule (the constant p when p_schedule=constant uses p_max)")
     p_max: float = option(1.0, "largest p of the schedule; linear_dec goes p_max -> p_min")
-    p_steps: int = option(500, "optimizer steps over which p is annealed, then held")
+    p_counter: Literal["optimizer", "iteration"] = option(
+        "optimizer",
+        "what one step of the p schedule is: optimizer = each optimizer step, counted from 0; iteration = each "
+        "rollout batch, counted from 1, p held for all its optimizer steps (the published HölderPO code)",
+    )
+    p_steps: int = option(500, "steps (of p_counter) over which p is annealed, then held")
     p_power: float = option(2.0, "exponent n of the poly / poly_dec schedules")
     divergence: str = option("ratio", "divergence measure defining the clip region: ratio, kl1, kl2, kl3")
     clip_eps_low: float = option(0.2, "ratio measure: lower clip at 1 - eps_low")
     clip_eps_high: float = option(0.2, "ratio measure: upper clip at 1 + eps_high (DAPO clip-higher: 0.28)")
     clip_delta: float = option(0.0231, "kl measures: divergence budget delta (kl3 0.0231 ~ eps 0.2 below)")
-    advantage: str = option("grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo")
-    advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo)")
+    advantage: str = option(
+        "grpo", "advantage estimator: grpo (mean/std), dr_grpo (no std), rloo, gigpo (+ anchor-state step groups)"
+    )
+    advantage_samples: Literal["episode", "step"] = option(
+        "episode",
+        "one sample of a group's statistics: episode = its return, every penalty included; step = each turn, scored "
+        "by its episode's env return minus its own invalid-action penalty (the published ALFWorld code)",
+    )
+    gigpo: GiGPOConfig = section(GiGPOConfig, "GiGPO's step-level advantage (advantage=gigpo)")
+    advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo; gigpo with norm=mean_std)")
     kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
-    kl_estimator: str = option("k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2 or k3 (Schulman 2020)")
+    kl_estimator: str = option(
+        "k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2, k3 (Schulman 2020) or low_var_kl (k3 clamped, verl)"
+    )
+    entropy_coef: float = option(
+        0.0, "entropy bonus: minus this x the policy's token-mean entropy on the minibatch (published ALFWorld: 0.001)"
+    )
 
     def __post_init__(self) -> None:
         from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS
@@ -187,6 +299,9 @@ class AlgorithmConfig:
         _require_registered(self.divergence, "divergence", DIVERGENCES, "divergence measure")
         _require_registered(self.advantage, "advantage", ADVANTAGE_ESTIMATORS, "advantage estimator")
         _require_registered(self.kl_estimator, "kl_estimator", KL_ESTIMATORS, "KL estimator")
+        _require_finite(
+            self, "p_min", "p_max", "p_power", "clip_eps_low", "clip_eps_high", "clip_delta", "advantage_eps", "kl_coef"
+        )
         _require(self.p_min <= self.p_max, "p_min", f"{self.p_min} is above p_max={self.p_max}")
         _require(self.p_steps >= 1, "p_steps", f"must be >= 1, got {self.p_steps}")
         _require(self.p_power > 0, "p_power", f"must be > 0, got {self.p_power}")
@@ -195,12 +310,31 @@ class AlgorithmConfig:
         _require(self.clip_delta > 0, "clip_delta", f"must be > 0, got {self.clip_delta}")
         _require(self.advantage_eps >= 0, "advantage_eps", "must be >= 0")
         _require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
+        _require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
         _require_registered(self.agg_mode, "agg_mode", AGGREGATIONS, "aggregation mode")
         try:
             self.clip_range()
         except ValueError as err:
             raise ConfigError("clip_delta" if self.divergence != "ratio" else "clip_eps_low", str(err)) from None
         self._check_loss_accepts_settings()
+
+    @property
+    def per_turn_advantages(self) -> bool:
+        """Whether the turns of one episode may get different advantages."""
+        return self.advantage == "gigpo" or self.advantage_samples == "step"
+
+    def advantage_settings(self) -> AdvantageSettings:
+        """The estimator settings of this config."""
+        from agentpo.algos.advantages import AdvantageSettings
+
+        gigpo = self.gigpo
+        return AdvantageSettings(
+            samples=self.advantage_samples,
+            eps=self.advantage_eps,
+            gamma=gigpo.gamma,
+            step_weight=gigpo.step_weight,
+            norm=gigpo.norm,
+        )
 
     def clip_range(self) -> tuple[float, float]:
         """(low, high) clip bounds on the ratio from the divergence measure."""
@@ -212,7 +346,7 @@ class AlgorithmConfig:
 
     def _check_loss_accepts_settings(self) -> None:
         """The aggregation modes a loss declared it accepts (e.g. dapo: token-mean only), checked at load."""
-        from agentpo.algos.losses import LOSS_AGG_MODES
+        from agentpo.algos.losses import LOSS_AGG_MODES, SEQUENCE_LEVEL_LOSSES
 
         allowed = LOSS_AGG_MODES.get(self.loss)
         _require(
@@ -220,6 +354,13 @@ class AlgorithmConfig:
             "loss",
             f"{self.loss!r} aggregates by {list(allowed or ())}; got agg_mode={self.agg_mode!r}",
         )
+        if self.per_turn_advantages and self.scope == "trajectory":
+            _require(
+                self.loss not in SEQUENCE_LEVEL_LOSSES,
+                "scope",
+                f"{self.loss!r} needs one advantage per unit but advantage={self.advantage!r} with "
+                f"advantage_samples={self.advantage_samples!r} gives each turn its own: use scope=turn",
+            )
 
 
 @dataclass(frozen=True)
@@ -236,6 +377,7 @@ class OptimConfig:
     max_grad_norm: float = option(1.0, "clip the global gradient norm to this (0: no clipping)")
 
     def __post_init__(self) -> None:
+        _require_finite(self, "lr", "weight_decay", "eps", "min_lr_ratio", "max_grad_norm")
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _require(all(0 <= b < 1 for b in self.betas), "betas", f"must be in [0, 1), got {self.betas}")
         _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -302,8 +444,13 @@ class TrainConfig:
             value = getattr(self, name)
             _require(value >= 1, name, f"must be >= 1, got {value}")
         _require(self.micro_batch_episodes >= 0, "micro_batch_episodes", "must be >= 0")
+        _require_finite(self, "max_logits_mb")
         _require(self.max_logits_mb > 0, "max_logits_mb", f"must be > 0, got {self.max_logits_mb}")
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        if self.device == "cuda":
+            import torch
+
+            _require(torch.cuda.is_available(), "device", "is cuda, but no CUDA device is visible here (use auto or cpu)")
 
 
 @dataclass(frozen=True)
@@ -351,7 +498,9 @@ class EvalConfig:
         _require(self.temperature >= 0, "temperature", "must be >= 0")
         _require(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
         _require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
-        _require(self.first_seed >= 0, "first_seed", "must be >= 0")
+        _require_finite(self, "temperature")
+        # Training draws its task seeds from [0, first_seed): 0 would leave it none.
+        _require(self.first_seed >= 1, "first_seed", f"must be >= 1 (training seeds lie below it), got {self.first_seed}")
 
 
 @dataclass(frozen=True)
@@ -389,6 +538,9 @@ class Config:
     def __post_init__(self) -> None:
         from agentpo.rollout.prompting import PromptTemplate
 
+        _require(bool(self.run_dir.strip()), "run_dir", "is empty; name the run's folder")
+        if self.eval.env_kwargs:
+            _check_env_kwargs(self.env.id, self.eval.env_kwargs, "eval.env_kwargs")
         _require(
             self.model.source != "pretrained" or bool(self.model.path) or self.eval.policy != "model",
             "model.path",
@@ -500,10 +652,11 @@ class Config:
                 "train.minibatches=1 and train.epochs=1: every importance ratio is 1 (up to the engine's "
                 "numerics), so p and the clip region do nothing (every p gives the same gradient); use minibatches >= 2"
             )
-        if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > self.optimizer_steps:
+        counted = self.train.steps if self.algorithm.p_counter == "iteration" else self.optimizer_steps
+        if self.algorithm.p_schedule != "constant" and self.algorithm.p_steps > counted:
             notes.append(
-                f"algorithm.p_steps={self.algorithm.p_steps} exceeds the run's {self.optimizer_steps} "
-                "optimizer steps: p never reaches the end of its schedule"
+                f"algorithm.p_steps={self.algorithm.p_steps} exceeds the run's {counted} "
+                f"{self.algorithm.p_counter} steps: p never reaches the end of its schedule"
             )
         return notes
 
@@ -625,9 +778,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`."""
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
+    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`.
+
+    A missing or unreadable file and invalid YAML are ConfigErrors naming the file.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"cannot read the config file ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"invalid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping of sections")
     return config_from_dict(apply_overrides(data, overrides or []))
@@ -635,7 +797,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML (the run folder keeps the exact config it ran with)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from agentpo.files import write_atomically
+
+    write_atomically(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[str]:

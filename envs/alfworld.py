@@ -96,6 +96,11 @@ class ALFWorldEnv(TextEnv):
         self.success_reward = float(success_reward)
         self.accelerated = accelerated
         self.cache_dir = cache_dir
+        if accelerated:
+            # textworld and the PDDL planner load only when an env is built
+            from agentpo.envs import alfworld_engine
+
+            alfworld_engine.cache_for(cache_dir)  # a cache folder other users can write to fails here, not at reset
         if game_path is not None:
             full_task_type(game_path)  # fail now, not at reset, on a path outside the layout
             self.game_paths = [str(game_path)]

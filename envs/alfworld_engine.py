@@ -29,8 +29,11 @@ import copy
 import functools
 import gzip
 import hashlib
+import hmac
 import os
 import pickle
+import secrets
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -50,7 +53,10 @@ from textworld.core import GameState
 ENGINE_INFOS = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
 
 #: Bumped whenever the on-disk format of cached translations changes.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+#: The secret that signs this user's cache files, kept (mode 0600) in the cache folder.
+_KEY_FILE = ".signing-key"
+_TAG_BYTES = hashlib.sha256().digest_size
 
 #: Stock functions, captured at import before anything swaps them.
 _STOCK_PDDL2SAS = fast_downward.pddl2sas
@@ -79,7 +85,7 @@ def start_accelerated_engine(
     memory only. Load another game into the same engine with ``engine.load(path)``: it reuses the
     planner library instead of loading a fresh copy.
     """
-    cache = translation_cache(None if cache_dir == "" else Path(cache_dir or default_cache_dir()))
+    cache = cache_for(cache_dir)
     wrappers: list[Callable[..., textworld.core.Wrapper]] = [
         AlfredDemangler(),
         AlfredInfos,
@@ -115,11 +121,17 @@ class TranslationCache:
     An in-process LRU of ``max_in_memory`` results sits over an optional directory of gzipped
     pickles shared by processes (pool workers) and runs; files are written atomically. The stock
     translator also overwrites ``sys.argv``; a cache miss here restores it.
+
+    Unpickling runs code, so a file is only unpickled once its HMAC-SHA256 tag, made with a secret
+    key that only this user can read (``.signing-key`` in the folder, mode 0600), checks out: a
+    planted or altered file is ignored and recomputed. A folder that other users can write to
+    (where they could replace the key) is refused with a ValueError.
     """
 
     def __init__(self, directory: Path | None, max_in_memory: int = 32):
         self.directory = directory
         self.max_in_memory = max_in_memory
+        self._key = b"" if directory is None else _signing_key(directory)
         self._memory: collections.OrderedDict[str, tuple[Any, str]] = collections.OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -150,33 +162,81 @@ class TranslationCache:
         assert self.directory is not None
         return self.directory / f"{key}.pkl.gz"
 
+    def _tag(self, key: str, payload: bytes) -> bytes:
+        # The entry's name is signed too, so a valid file cannot be passed off under another key.
+        return hmac.new(self._key, key.encode() + b"\0" + payload, hashlib.sha256).digest()
+
     def _read(self, key: str) -> tuple[Any, str] | None:
         if self.directory is None:
             return None
         try:
-            with gzip.open(self._path(key), "rb") as f:
-                return pickle.load(f)
-        except FileNotFoundError:
+            data = self._path(key).read_bytes()
+        except OSError:
             return None
+        tag, payload = data[:_TAG_BYTES], data[_TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(key, payload)):
+            return None  # not written by this user's cache (planted, altered or truncated): recompute
+        try:
+            return pickle.loads(gzip.decompress(payload))
         except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
-            # A truncated or stale entry is recomputed and overwritten, never trusted.
-            return None
+            return None  # written by an older version of the translator's classes: recompute
 
     def _write(self, key: str, result: tuple[Any, str]) -> None:
         if self.directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
+        payload = gzip.compress(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), compresslevel=1)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        with gzip.open(tmp, "wb", compresslevel=1) as f:
-            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_bytes(self._tag(key, payload) + payload)
         os.replace(tmp, path)
+
+
+def _signing_key(directory: Path) -> bytes:
+    """This user's secret for ``directory``, made on first use; refuses a folder others can write to."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _require_private(directory, "folder", writable_only=True)
+    path = directory / _KEY_FILE
+    if not path.exists():
+        # Written whole under a private name, then linked into place: pool workers starting together
+        # on a fresh folder all end up reading the one key that was published first.
+        tmp = directory / f".key.{os.getpid()}.{threading.get_ident()}.tmp"
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    _require_private(path, "key file", writable_only=False)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"ALFWorld cache key {path} is damaged; delete the folder {directory} to start afresh")
+    return key
+
+
+def _require_private(path: Path, what: str, *, writable_only: bool) -> None:
+    """``path`` is this user's and no other user can write to it (nor read it, unless ``writable_only``)."""
+    status = path.lstat()
+    forbidden = 0o022 if writable_only else 0o077
+    if status.st_uid != os.getuid() or status.st_mode & forbidden or not (stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode)):
+        raise ValueError(
+            f"refusing the ALFWorld cache {what} {path}: it must belong to you and not be "
+            f"{'writable' if writable_only else 'readable or writable'} by other users "
+            f"(chmod go-{'w' if writable_only else 'rwx'} {path}, or set AGENTPO_CACHE_DIR / cache_dir= elsewhere)"
+        )
 
 
 @functools.cache
 def translation_cache(directory: Path | None) -> TranslationCache:
     """One shared :class:`TranslationCache` per directory in this process."""
     return TranslationCache(directory)
+
+
+def cache_for(cache_dir: str | os.PathLike[str] | None) -> TranslationCache:
+    """The cache a ``cache_dir`` setting names: None the default folder, ``""`` memory only."""
+    return translation_cache(None if cache_dir == "" else Path(cache_dir or default_cache_dir()))
 
 
 def _memoized_parser(parse: Callable[..., Any], check: Callable[[Any], None] | None = None) -> Callable[..., Any]:

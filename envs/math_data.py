@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -184,7 +185,13 @@ def data_root(data_dir: str | Path | None = None) -> Path:
     return Path(root)
 
 
+#: What a split name may look like: a file stem, never a path (``../..`` would read outside the data folder).
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 def _preset_file(dataset: str, folder: str, split: str, data_dir: str | Path | None) -> Path:
+    if not _SPLIT_NAME.fullmatch(split):
+        raise ValueError(f"math split {split!r} is not a split name (letters, digits, _ . -; no folders)")
     directory = data_root(data_dir) / folder
     file = directory / f"{split}.jsonl"
     if not file.is_file():

@@ -10,9 +10,15 @@ Grading a response takes two steps:
 Why worker processes: math-verify parses with sympy, which can run for minutes or exhaust memory on
 adversarial answers (``\\boxed{9^{9^{9^{9}}}}``), and its own timeouts use ``signal.alarm``, which only
 works in a main thread. A worker interrupts a check once it has used ``time_limit`` seconds of CPU
-time (CPU, not wall-clock time, so that verdicts do not depend on how busy the machine is); a worker
-that has not answered ``time_limit + kill_grace`` wall-clock seconds after receiving the check is
-killed and replaced. Either way the check scores 0 with ``timed_out=True`` and the caller carries on.
+time; a worker that ignores the interrupt is killed by the caller once the check has used
+``time_limit + kill_grace`` CPU seconds. Both budgets count CPU, not wall-clock time, so a verdict is
+a function of the answer alone, however busy the machine is (exact resume of math runs relies on
+that). Only a check that makes no progress at all (a hung or stopped worker) meets the wall-clock
+ceiling ``wall_limit``. A check stopped any of these ways scores 0 with ``timed_out=True``; the
+worker is replaced and the caller carries on.
+
+Workers run with an isolated import path: neither the caller's working directory nor the worker's
+own is on it, so a ``math_verify.py`` (or ``sympy.py``) lying there is never imported.
 
 The workers are plain ``python -m agentpo.envs.math_grading`` subprocesses speaking JSON lines over
 their stdin/stdout, not ``multiprocessing`` children. So they start from daemonic processes (env pool
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -36,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import IO, Any, Iterable, cast
+
+import psutil
 
 # A box command not followed by another letter (``\boxed``, ``\fbox``, but not ``\boxedfoo``).
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -149,9 +158,11 @@ class MathGrader:
     Args:
         n_workers: worker processes; default ``min(4, cpu count)``.
         time_limit: CPU seconds one check may use before it is interrupted and scored 0.
-        kill_grace: a worker still busy ``time_limit + kill_grace`` wall-clock seconds after it got
-            the check (it ignored the interrupt, or the machine is badly overloaded) is killed; this
-            bounds how long a call can wait on one check.
+        kill_grace: a worker whose check has used ``time_limit + kill_grace`` CPU seconds (it ignored
+            the interrupt) is killed.
+        wall_limit: a check still unanswered this many wall-clock seconds after it was sent (a hung or
+            stopped worker, which uses no CPU) is killed; this bounds how long a call can wait on one
+            check, and is set far above what load can stretch ``time_limit`` CPU seconds to.
         memory_limit_mb: address-space cap per worker (``None``: no cap), so a runaway check
             fails with MemoryError instead of swapping the machine.
         fallback: see :func:`extract_answer`; ``False`` means an answer must be boxed.
@@ -165,6 +176,7 @@ class MathGrader:
         *,
         time_limit: float = 2.0,
         kill_grace: float = 2.0,
+        wall_limit: float = 60.0,
         memory_limit_mb: int | None = 4096,
         fallback: bool = False,
         max_answer_chars: int = 4096,
@@ -175,7 +187,10 @@ class MathGrader:
             raise ValueError(f"n_workers must be at least 1, got {n_workers}")
         if time_limit <= 0 or kill_grace <= 0:
             raise ValueError(f"time_limit and kill_grace must be positive, got {time_limit} and {kill_grace}")
+        if wall_limit < time_limit + kill_grace:
+            raise ValueError(f"wall_limit {wall_limit} is below time_limit + kill_grace = {time_limit + kill_grace}")
         self.n_workers = n_workers
+        self.wall_limit = wall_limit
         self.time_limit = time_limit
         self.kill_grace = kill_grace
         self.memory_limit_mb = memory_limit_mb
@@ -260,7 +275,7 @@ class MathGrader:
                 queue = queues[slot] or max(queues, key=len)
                 if worker.ready and worker.job is None and queue:
                     job = queue.popleft()
-                    if not worker.send(job, *jobs[job], deadline=time.monotonic() + self.time_limit + self.kill_grace):
+                    if not worker.send(job, *jobs[job], wall_limit=self.wall_limit):
                         queue.appendleft(job)  # the worker died while idle: replace it, retry the job
                         self._replace(worker)
             self._collect(verdicts)
@@ -284,8 +299,22 @@ class MathGrader:
             elif time.monotonic() >= worker.deadline:
                 if not worker.ready:
                     raise RuntimeError(f"math grader worker did not start within {self.startup_timeout:g} s")
-                verdicts[worker.job] = (False, True, f"no answer after {self.time_limit + self.kill_grace:g} s: killed")
-                self._replace(worker)
+                self._check_budget(worker, verdicts)
+
+    def _check_budget(self, worker: _Worker, verdicts: list[tuple[bool, bool, str | None] | None]) -> None:
+        """Kill a busy worker past its CPU budget or the wall ceiling; else look again a little later."""
+        now, cpu = time.monotonic(), worker.check_cpu_seconds()
+        budget = self.time_limit + self.kill_grace
+        if cpu < budget and now < worker.wall_deadline:
+            # CPU time cannot outrun wall time (one thread), so the budget is not spent before now + the rest.
+            worker.deadline = min(worker.wall_deadline, now + max(budget - cpu, _BUDGET_POLL_S))
+            return
+        if cpu >= budget:
+            why = f"used {cpu:.1f} s of CPU time (limit {self.time_limit:g} s) without answering: killed"
+        else:
+            why = f"no answer after {self.wall_limit:g} s of wall-clock time (hung): killed"
+        verdicts[worker.job] = (False, True, why)
+        self._replace(worker)
 
     @staticmethod
     def _on_startup(worker: _Worker, message: dict[str, Any] | None) -> None:
@@ -347,7 +376,21 @@ class _Worker:
         self.process = process
         self.ready = False
         self.job: int | None = None  # index of the job being checked, None when idle
-        self.deadline = deadline  # startup deadline, then the current job's kill deadline
+        self.deadline = deadline  # startup deadline, then when to look at the current job's budget next
+        self.wall_deadline = float("inf")  # when the current job is killed whatever its CPU use
+        self._cpu_at_send = 0.0
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker process has used so far; 0 once it is gone."""
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    def check_cpu_seconds(self) -> float:
+        """CPU time used by the current check."""
+        return self.cpu_seconds() - self._cpu_at_send
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -356,13 +399,14 @@ class _Worker:
 
     @classmethod
     def start(cls, time_limit: float, memory_limit_mb: int | None, startup_deadline: float) -> _Worker:
-        # The child must import this very package: hand it the parent's import path.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
-        command = [sys.executable, "-m", __name__, str(time_limit), str(memory_limit_mb or 0)]
+        # The child must import this very package: hand it the parent's import path, less the
+        # working directory; -P keeps the child from putting its own working directory first.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(worker_import_path()), "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-P", "-m", __name__, str(time_limit), str(memory_limit_mb or 0)]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         return cls(process, startup_deadline)
 
-    def send(self, job: int, gold: str, answer: str, *, deadline: float) -> bool:
+    def send(self, job: int, gold: str, answer: str, *, wall_limit: float) -> bool:
         """Hand the worker a job; False when the worker is gone."""
         assert self.process.stdin is not None
         try:
@@ -370,8 +414,11 @@ class _Worker:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
+        now = time.monotonic()
         self.job = job
-        self.deadline = deadline
+        self._cpu_at_send = self.cpu_seconds()
+        self.wall_deadline = now + wall_limit
+        self.deadline = now  # the budget check right away finds nothing spent and sets the next look
         return True
 
     def receive(self) -> dict[str, Any] | None:
@@ -399,6 +446,21 @@ class _Worker:
                     pipe.close()
                 except BrokenPipeError:  # unflushed bytes to a dead worker
                     pass
+
+
+#: Seconds between looks at a busy worker's CPU use once its check is near its budget.
+_BUDGET_POLL_S = 0.1
+
+
+def worker_import_path() -> list[str]:
+    """The caller's import path without the working directory (``""`` or its absolute path).
+
+    A module file lying in the working directory must not shadow math-verify or sympy in a worker;
+    the entry that holds this package stays, so a checkout run in place still works.
+    """
+    here = os.path.realpath(os.getcwd())
+    home = os.path.realpath(os.path.dirname(os.path.dirname(importlib.util.find_spec("agentpo").origin or "")))
+    return [p for p in sys.path if p and (os.path.realpath(p) != here or os.path.realpath(p) == home)]
 
 
 _default_grader: MathGrader | None = None

@@ -19,19 +19,30 @@ runs each call when it is sent)::
         for slot, result in pool.collect().items():      # at least one finished call
             pool.send_step({slot: choose_action(result)})   # that slot runs on while the other works
 
-Isolation: an env that raises, a worker that dies, or a worker whose env call runs past the
+Isolation: an env that raises, breaks the Gymnasium return contract (not a 2-tuple / 5-tuple, an
+observation that is not a string or longer than ``max_observation_chars``, ``info`` not a dict, a
+reward that is not a finite number), a worker that dies, or a worker whose env call runs past the
 timeout fails only the episodes of that worker's slots. A failed step returns
 ``("", 0.0, False, True, {"env_error": message})``, a failed reset ``("", {"env_error": message})``.
 The worker is replaced by a fresh process with fresh envs; its other slots, whose episodes died with
-it, answer every step with an ``env_error`` until they are reset. Each worker runs one compute thread.
+it, answer every step with an ``env_error`` until they are reset. Each worker runs one compute thread,
+ignores Ctrl-C (the pool's owner shuts it down) and exits when the pool's end of its pipe closes.
+
+In-process envs (``num_workers=0``) get the return checks, but nothing can time out a call that
+hangs or survive one that kills the process (a segfault in native code, ``os._exit``): run such
+envs in workers.
 """
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
+import math
 import multiprocessing.connection
+import numbers
 import os
+import pickle
+import signal
 import sys
 import time
 import traceback
@@ -40,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import gymnasium as gym
+import numpy as np
 
 import agentpo.envs  # noqa: F401  (registers the built-in ids before their specs are looked up)
 
@@ -77,12 +89,47 @@ def _make(spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any]) -> gy
     return gym.make(spec, **env_kwargs)
 
 
-def _call(env: gym.Env, command: str, request: Any) -> Any:
-    """One env call: ``reset`` takes ``(seed, options)``, ``step`` an action."""
+#: Default cap on an observation's length: far above any real text env's, far below what stalls a rollout.
+MAX_OBSERVATION_CHARS = 50_000
+
+
+class EnvContractError(ValueError):
+    """An env returned something the Gymnasium text-env contract does not allow."""
+
+
+def _call(env: gym.Env, command: str, request: Any, max_observation_chars: int) -> Any:
+    """One env call (``reset`` takes ``(seed, options)``, ``step`` an action), its result checked."""
     if command == "reset":
         seed, options = request
-        return env.reset(seed=seed, options=options)
-    return env.step(request)
+        return _checked(command, env.reset(seed=seed, options=options), max_observation_chars)
+    return _checked(command, env.step(request), max_observation_chars)
+
+
+def _checked(command: str, result: Any, max_observation_chars: int) -> Any:
+    """``result`` if it keeps the contract (reward as a float, flags as bools), else an EnvContractError."""
+    arity = 2 if command == "reset" else 5
+    if not isinstance(result, tuple) or len(result) != arity:
+        shape = f"a {len(result)}-tuple" if isinstance(result, tuple) else type(result).__name__
+        raise EnvContractError(f"{command} returned {shape}, not a {arity}-tuple")
+    observation, info = result[0], result[-1]
+    if not isinstance(observation, str):
+        raise EnvContractError(f"{command} returned a {type(observation).__name__} observation, not a str")
+    if len(observation) > max_observation_chars:
+        raise EnvContractError(
+            f"{command} returned an observation of {len(observation)} characters, above env.max_observation_chars="
+            f"{max_observation_chars}"
+        )
+    if not isinstance(info, dict):
+        raise EnvContractError(f"{command} returned info of type {type(info).__name__}, not a dict")
+    if command == "reset":
+        return result
+    _, reward, terminated, truncated, _ = result
+    if isinstance(reward, bool) or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+        raise EnvContractError(f"step returned the reward {reward!r}, not a finite number")
+    for name, flag in (("terminated", terminated), ("truncated", truncated)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise EnvContractError(f"step returned {name}={flag!r}, not a bool")
+    return observation, float(reward), bool(terminated), bool(truncated), info
 
 
 def _worker_main(
@@ -90,6 +137,7 @@ def _worker_main(
     spec: gym.envs.registration.EnvSpec,
     env_kwargs: dict[str, Any],
     slots: list[int],
+    max_observation_chars: int,
 ) -> None:
     """A worker process: builds its slots' envs, then serves ``(command, {slot: request})`` messages.
 
@@ -99,6 +147,8 @@ def _worker_main(
     """
     for name in _THREAD_VARIABLES:
         os.environ[name] = "1"
+    # Ctrl-C reaches the whole process group: the pool's owner decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:  # imported with the parent's main module under spawn
         sys.modules["torch"].set_num_threads(1)
     try:
@@ -107,18 +157,25 @@ def _worker_main(
         conn.send(("failed", f"{_describe(exc)}\n{traceback.format_exc()}"))
         return
     conn.send(("ready", None))
-    while True:
-        command, requests = conn.recv()
-        if command == "close":
-            for env in envs.values():
-                env.close()
-            return
-        for slot, request in requests.items():
-            try:
-                conn.send((slot, True, _call(envs[slot], command, request)))
-            except Exception as exc:
-                conn.send((slot, False, _describe(exc)))
-                envs[slot] = _replace_env(envs[slot], spec, env_kwargs)
+    try:
+        while True:
+            command, requests = conn.recv()
+            if command == "close":
+                break
+            for slot, request in requests.items():
+                try:
+                    answer = (slot, True, _call(envs[slot], command, request, max_observation_chars))
+                except Exception as exc:
+                    answer = (slot, False, _describe(exc))
+                    envs[slot] = _replace_env(envs[slot], spec, env_kwargs)
+                try:
+                    conn.send(answer)
+                except (pickle.PicklingError, TypeError, AttributeError) as exc:  # pickling fails before writing
+                    conn.send((slot, False, f"its result cannot be sent to the pool: {_describe(exc)}"))
+    except (EOFError, OSError):  # the pool's process is gone: nobody is left to answer
+        pass
+    for env in envs.values():
+        env.close()
 
 
 def _replace_env(env: gym.Env, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -155,6 +212,7 @@ class EnvPool:
         num_workers: 0 keeps the envs in this process; otherwise ``min(num_workers, num_envs)`` processes.
         step_timeout: seconds one env may take for one step before its worker is replaced.
         reset_timeout: the same for a reset (and for a worker to start).
+        max_observation_chars: a longer observation fails the episode with an ``env_error``.
     """
 
     def __init__(
@@ -166,6 +224,7 @@ class EnvPool:
         num_workers: int = 0,
         step_timeout: float = 60.0,
         reset_timeout: float = 300.0,
+        max_observation_chars: int = MAX_OBSERVATION_CHARS,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
@@ -173,6 +232,9 @@ class EnvPool:
             raise ValueError(f"num_workers must be 0 (in-process) or more, got {num_workers}")
         if step_timeout <= 0 or reset_timeout <= 0:
             raise ValueError(f"timeouts must be positive, got step {step_timeout}, reset {reset_timeout}")
+        if max_observation_chars < 1:
+            raise ValueError(f"max_observation_chars must be >= 1, got {max_observation_chars}")
+        self.max_observation_chars = max_observation_chars
         self.num_envs = num_envs
         self.step_timeout = step_timeout
         self.reset_timeout = reset_timeout
@@ -318,7 +380,7 @@ class EnvPool:
 
     def _run_local(self, command: str, slot: int, request: Any) -> Any:
         try:
-            return _call(self._local[slot], command, request)
+            return _call(self._local[slot], command, request, self.max_observation_chars)
         except Exception as exc:
             self._local[slot] = _replace_env(self._local[slot], self._spec, self._env_kwargs)
             return _FAILED[command](_describe(exc))
@@ -373,7 +435,9 @@ class EnvPool:
     def _spawn(self, slots: list[int]) -> _Worker:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child_conn, self._spec, self._env_kwargs, slots), daemon=True
+            target=_worker_main,
+            args=(child_conn, self._spec, self._env_kwargs, slots, self.max_observation_chars),
+            daemon=True,
         )
         process.start()
         child_conn.close()

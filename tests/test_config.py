@@ -54,6 +54,13 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({**TINY, "algorithm": {"advantage": "gae"}}, "algorithm.advantage"),
         ({**TINY, "algorithm": {"scope": "episode"}}, "algorithm.scope"),
         ({**TINY, "algorithm": {"p_min": 3.0, "p_max": 1.0}}, "algorithm.p_min"),
+        ({**TINY, "algorithm": {"p_counter": "epoch"}}, "algorithm.p_counter"),
+        ({**TINY, "algorithm": {"advantage_samples": "turn"}}, "algorithm.advantage_samples"),
+        ({**TINY, "algorithm": {"gigpo": {"gamma": 1.5}}}, "algorithm.gigpo.gamma"),
+        ({**TINY, "algorithm": {"gigpo": {"similarity": 0.0}}}, "algorithm.gigpo.similarity"),
+        ({**TINY, "algorithm": {"entropy_coef": -0.1}}, "algorithm.entropy_coef"),
+        ({**TINY, "algorithm": {"advantage": "gigpo"}}, "algorithm.scope"),  # holder needs one advantage per unit
+        ({**TINY, "algorithm": {"advantage_samples": "step", "loss": "gspo"}}, "algorithm.scope"),
         ({**TINY, "model": {"source": "tiny", "tiny": {"hidden_size": 30, "num_heads": 4}}}, "model.tiny.hidden_size"),
         ({"model": {"source": "pretrained"}}, "model.path"),
         ({**TINY, "env": {"id": "agentpo/Nowhere-v0"}}, "env.id"),
@@ -179,3 +186,20 @@ def test_dry_run_imports_no_model_code(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_per_turn_advantages_fit_turn_scope_and_token_level_losses() -> None:
+    for algorithm in (
+        {"advantage": "gigpo", "scope": "turn"},
+        {"advantage": "gigpo", "loss": "grpo", "agg_mode": "token-mean"},
+        {"advantage_samples": "step", "loss": "holder", "scope": "turn"},
+    ):
+        assert config_from_dict({**TINY, "algorithm": algorithm}).algorithm.per_turn_advantages
+
+
+def test_p_steps_warning_counts_the_schedule_counter() -> None:
+    iterations = {"p_schedule": "linear_dec", "p_min": -2.0, "p_counter": "iteration"}
+    config = config_from_dict({**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 20}})
+    assert any("exceeds the run's 10 iteration steps" in note for note in config.warnings())
+    config = config_from_dict({**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 10}})
+    assert not any("p_steps" in note for note in config.warnings())

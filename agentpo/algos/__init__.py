@@ -2,7 +2,9 @@
 
 - :mod:`~agentpo.algos.holder`: segment-wise Hölder mean of token ratios in log space.
 - :mod:`~agentpo.algos.losses`: HölderPO and baseline policy losses (:data:`POLICY_LOSSES`).
-- :mod:`~agentpo.algos.advantages`: group-relative advantage estimators (:data:`ADVANTAGE_ESTIMATORS`).
+- :mod:`~agentpo.algos.advantages`: group-relative advantage estimators, one advantage per turn
+  (:data:`ADVANTAGE_ESTIMATORS`: grpo, dr_grpo, rloo, gigpo).
+- :mod:`~agentpo.algos.anchors`: GiGPO's anchor states, turns of a group that acted on the same observation.
 - :mod:`~agentpo.algos.schedules`: schedules of the Hölder exponent p (:data:`P_SCHEDULES`).
 - :mod:`~agentpo.algos.divergence`: divergence measures → clip bounds (:data:`DIVERGENCES`).
 - :mod:`~agentpo.algos.ref_kl`: KL estimators and the reference-KL penalty (:data:`KL_ESTIMATORS`).
@@ -11,7 +13,14 @@ Nothing here imports from ``agentpo.rollout`` or ``agentpo.training``. docs/algo
 each loss and how to add one.
 """
 
-from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, token_advantages
+from agentpo.algos.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageSettings,
+    StepRewards,
+    compute_advantages,
+    token_advantages,
+)
+from agentpo.algos.anchors import anchor_ids
 from agentpo.algos.divergence import DIVERGENCES, clip_bounds
 from agentpo.algos.holder import holder_log_mean, holder_weights
 from agentpo.algos.losses import (
@@ -36,11 +45,14 @@ __all__ = [
     "METRIC_KEYS",
     "POLICY_LOSSES",
     "P_SCHEDULES",
+    "AdvantageSettings",
     "PSchedule",
     "PolicyLossInput",
     "PolicyLossSettings",
     "Registry",
     "Segments",
+    "StepRewards",
+    "anchor_ids",
     "clip_bounds",
     "compute_advantages",
     "holder_log_mean",

@@ -374,6 +374,10 @@ def grpo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tenso
 #: Losses that accept only some aggregation modes (the config checks these at load, before any run).
 LOSS_AGG_MODES: dict[str, tuple[str, ...]] = {"dapo": ("token-mean",)}
 
+#: Losses that need one advantage per unit (they raise when a unit's tokens carry different ones);
+#: the config refuses per-turn advantages in trajectory scope for them.
+SEQUENCE_LEVEL_LOSSES: frozenset[str] = frozenset({"holder", "holder_token", "gspo", "gmpo"})
+
 
 @POLICY_LOSSES.register("dapo")
 def dapo_loss(inp: PolicyLossInput, settings: PolicyLossSettings) -> tuple[Tensor, dict[str, Tensor]]:

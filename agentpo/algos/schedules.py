@@ -1,9 +1,13 @@
-"""Schedules for the Hölder exponent p as a function of the optimizer step.
+"""Schedules for the Hölder exponent p as a function of the training step.
 
 Every entry of :data:`P_SCHEDULES` is ``fn(progress, p_min, p_max, power) -> p`` with
 ``progress = min(1, step / steps)`` in [0, 1]. Increasing schedules go from ``p_min`` to ``p_max``,
-``*_dec`` ones from ``p_max`` to ``p_min``. The published math recipe is ``linear_dec`` from
-p = 2 to p = −2 over 500 steps. p stays constant within one optimizer step.
+``*_dec`` ones from ``p_max`` to ``p_min``. p stays constant within one optimizer step.
+
+What a step is (:attr:`PSchedule.counter`): ``optimizer`` counts optimizer steps from 0;
+``iteration`` counts rollout iterations from 1 and holds p for every optimizer step of an
+iteration, as the published HölderPO code does. The published math recipe is ``linear_dec`` from
+p = 2 to p = −2 over 500 iterations (of 8 optimizer steps each).
 
 A user schedule is one decorated function::
 
@@ -94,8 +98,10 @@ class PSchedule:
         name: an entry of :data:`P_SCHEDULES`.
         p_min: lower end of the schedule (start of increasing schedules, end of ``*_dec`` ones).
         p_max: upper end; ``constant`` returns it (set p_min = p_max = p).
-        steps: optimizer steps over which the schedule runs; p stays at its final value afterwards.
+        steps: steps (of ``counter``) over which the schedule runs; p stays at its final value afterwards.
         power: exponent n of ``poly`` / ``poly_dec``.
+        counter: ``optimizer`` (steps are optimizer steps from 0) or ``iteration`` (steps are
+            rollout iterations from 1), see :meth:`at`.
     """
 
     name: str = "constant"
@@ -103,8 +109,11 @@ class PSchedule:
     p_max: float = 1.0
     steps: int = 1
     power: float = 2.0
+    counter: str = "optimizer"
 
     def __post_init__(self) -> None:
+        if self.counter not in ("optimizer", "iteration"):
+            raise ValueError(f"p schedule counter must be optimizer or iteration, got {self.counter!r}")
         P_SCHEDULES.get(self.name)  # fail at construction, with the valid names, not at step 1
         if not self.p_min <= self.p_max:
             raise ValueError(f"p schedule needs p_min <= p_max, got p_min={self.p_min}, p_max={self.p_max}")
@@ -119,3 +128,11 @@ class PSchedule:
             raise ValueError(f"optimizer step must be >= 0, got {step}")
         progress = min(1.0, step / self.steps)
         return float(P_SCHEDULES.get(self.name)(progress, self.p_min, self.p_max, self.power))
+
+    def at(self, *, iteration: int, optimizer_step: int) -> float:
+        """p for an update: at the 1-based rollout ``iteration`` or the 0-based ``optimizer_step`` (:attr:`counter`)."""
+        if self.counter == "iteration":
+            if iteration < 1:
+                raise ValueError(f"rollout iterations count from 1, got {iteration}")
+            return self(iteration)
+        return self(optimizer_step)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from agentpo.config import Config
 
 HELP = "evaluate a policy on an env's held-out tasks (success per task type, or mean@n / pass@k)"
+#: Printed after Ctrl-C (see agentpo.cli).
+INTERRUPTED = "Rerun the same command to resume: the finished games / samples in the output folder are kept."
 
 EXAMPLES = """examples:
   agentpo eval --run runs/quickstart                                  # the run's config and best checkpoint
@@ -59,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
     if config.eval.tasks == 0:
         print("agentpo eval: eval.tasks=0 evaluates nothing; give a number of tasks (or -1: all)", file=sys.stderr)
         return 2
+    if policy == "model":
+        from agentpo.config import names_a_local_path
+
+        model = model_dir(config, args.run)
+        if names_a_local_path(model) and not Path(model).expanduser().is_dir():
+            print(f"agentpo eval: model {model!r} is not a folder (nor a hub id org/name)", file=sys.stderr)
+            return 2
     from agentpo.envs.spec import HeldOutDatasets
 
     if isinstance(spec.held_out, HeldOutDatasets):

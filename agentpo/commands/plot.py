@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "draw PNG curves (success, reward, p, clip fraction, KL, concentration) of a training run"
 
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         written = plot_run(args.run_dir, args.out)
     except FileNotFoundError as err:
-        print(f"agentpo plot: {err}")
+        print(f"agentpo plot: {err}", file=sys.stderr)
         return 1
     for path in written:
         print(path)

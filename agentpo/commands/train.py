@@ -1,8 +1,12 @@
-"""``agentpo train --config FILE [key=value ...] [--resume RUN_DIR] [--dry-run]``."""
+"""``agentpo train --config FILE [key=value ...] [--resume RUN_DIR | --overwrite] [--dry-run]``."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
 
 HELP = "train an agent with HölderPO (or another registered loss) from a YAML config"
 
@@ -19,22 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (see configs/); default: the run's with --resume, else defaults")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh in a run_dir that holds another run, deleting that run"
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
     parser.add_argument("--list-options", action="store_true", help="print every config key with its help and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import yaml
 
-    from agentpo.config import (
-        ConfigError,
-        apply_overrides,
-        config_from_dict,
-        describe,
-        load_config,
-    )
+    from agentpo.config import apply_overrides, config_from_dict, describe, load_config
 
     if args.list_options:
         print("\n".join(describe()))
@@ -43,19 +42,25 @@ def run(args: argparse.Namespace) -> int:
     config_path = args.config
     if args.resume:
         # A resumed run continues with the config it was started with (plus any overrides).
-        config_path = config_path or str(Path(args.resume) / "config.yaml")
+        if not config_path:
+            config_path = str(Path(args.resume) / "config.yaml")
+            if not Path(config_path).is_file():
+                print(f"agentpo train: --resume {args.resume}: no config.yaml there (not a run folder)", file=sys.stderr)
+                return 2
         overrides.append(f"run_dir={args.resume}")
-    try:
-        config = load_config(config_path, overrides) if config_path else config_from_dict(apply_overrides({}, overrides))
-    except ConfigError as err:
-        print(f"agentpo train: bad config: {err}")
-        return 2
+    # a ConfigError is reported by agentpo.cli
+    config = load_config(config_path, overrides) if config_path else config_from_dict(apply_overrides({}, overrides))
     for note in config.warnings():
-        print(f"warning: {note}")
+        print(f"warning: {note}", file=sys.stderr)
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer steps")
         return 0
+
+    from agentpo.training.run_folder import check_run_folder
+
+    # The folder is checked before the heavy imports: a refused run stops at once, having written nothing.
+    check_run_folder(config.run_dir, resume=bool(args.resume), overwrite=args.overwrite)
 
     import transformers
 
@@ -63,12 +68,35 @@ def run(args: argparse.Namespace) -> int:
 
     # transformers draws a progress bar for every tiny save/load; the trainer has its own progress line.
     transformers.utils.logging.disable_progress_bar()
-    trainer = Trainer(config, resume=bool(args.resume))
+    # SIGTERM (a scheduler, `kill`) stops the run like Ctrl-C, so the env workers are shut down too.
+    signal.signal(signal.SIGTERM, _interrupt)
+    trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     try:
         summary = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\nagentpo train: interrupted. {resume_hint(config.run_dir)}", file=sys.stderr)
+        return 130
     finally:
         trainer.close()
     if "before" in summary and "after" in summary:
         print(f"held-out {config.eval.best_metric}: before {summary['before']:.3f} -> after {summary['after']:.3f}")
     print(f"run folder: {config.run_dir}  (plot with: agentpo plot {config.run_dir})")
     return 0
+
+
+def resume_hint(run_dir: str | Path) -> str:
+    """How to continue an interrupted run, from what its folder holds."""
+    from agentpo.training.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return (
+            f"No checkpoint was written yet: start again with --overwrite (train.checkpoint_every=N saves "
+            f"every N iterations). Run folder: {run_dir}"
+        )
+    step = int(checkpoint.name.rsplit("_", 1)[1])
+    return f"Resume from the checkpoint of step {step} with: agentpo train --resume {run_dir}"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

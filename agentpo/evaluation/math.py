@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from agentpo.envs.math_data import BENCHMARK_AVERAGE, MathProblem, load_problems
-from agentpo.evaluation.log import JsonLinesLog, check_same_settings
+from agentpo.evaluation.log import check_same_settings
 from agentpo.evaluation.seeding import derived_seed
 from agentpo.evaluation.stats import pass_at_k
+from agentpo.files import JsonLinesLog, write_atomically
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -306,6 +307,6 @@ def write_math_report(result: MathEvalResult, out_dir: str | Path) -> dict[str, 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE}
-    paths["json"].write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(result.to_markdown(), encoding="utf-8")
+    write_atomically(paths["json"], json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    write_atomically(paths["markdown"], result.to_markdown())
     return paths

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from agentpo.evaluation.runner import EvalResult, EvalSettings
 from agentpo.evaluation.summary import Cell, columns
+from agentpo.files import write_atomically
 
 JSON_FILE = "eval.json"
 MARKDOWN_FILE = "eval.md"
@@ -161,7 +162,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_FILE, "markdown": folder / MARKDOWN_FILE, "chart": folder / CHART_FILE}
-    paths["json"].write_text(json.dumps(to_json(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(to_markdown(result), encoding="utf-8")
+    write_atomically(paths["json"], json.dumps(to_json(result), indent=2, sort_keys=True) + "\n")
+    write_atomically(paths["markdown"], to_markdown(result))
     plot_success(result, paths["chart"])
     return paths

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from agentpo.envs.spec import HeldOutGames, HeldOutSeeds, HeldOutTask
-from agentpo.evaluation.log import JsonLinesLog, check_same_settings
+from agentpo.evaluation.log import check_same_settings
 from agentpo.evaluation.policies import Agent
 from agentpo.evaluation.results import GameResult, GameRun, sort_results
 from agentpo.evaluation.summary import Cell, summarise
 from agentpo.evaluation.task_types import stratified_order
+from agentpo.files import JsonLinesLog
 
 if TYPE_CHECKING:
     from agentpo.config import Config

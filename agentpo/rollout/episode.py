@@ -36,6 +36,8 @@ class Turn:
         truncated: the episode was cut at this step (env step limit, the manager's ``max_turns``,
             or an env error).
         info: the env's ``info`` after this step.
+        anchor: the observation this step acted on (the previous turn's ``observation``, or the
+            reset observation for the first turn): GiGPO's anchor state.
     """
 
     prompt_ids: list[int]
@@ -48,6 +50,7 @@ class Turn:
     terminated: bool
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
+    anchor: str = ""
 
     @property
     def parse_failed(self) -> bool:

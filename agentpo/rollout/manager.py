@@ -244,6 +244,7 @@ class RolloutManager:
                 terminated=bool(terminated),
                 truncated=bool(truncated or cut),
                 info=dict(info),
+                anchor=state.observation,
             )
         )
         episode.reward += reward

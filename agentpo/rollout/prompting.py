@@ -56,6 +56,9 @@ _FIELDS: dict[str, frozenset[str]] = {
 _KEYS = frozenset({"system", *_FIELDS, "task_pattern", "parser", "stop"})
 _REQUIRED = frozenset({"first", "next", "parser"})
 
+#: UTF-16 surrogate code points: never valid alone in UTF-8 text.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -236,5 +239,7 @@ class PromptBuilder:
         return tuple(self._encode(text))
 
     def _encode(self, text: str) -> list[int]:
+        # A lone surrogate (decoded model output can hold one) is not UTF-8: the tokenizer would raise.
+        text = _LONE_SURROGATE.sub("\ufffd", text)
         # The rendered template already holds every special token it wants (BOS included).
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -30,7 +30,7 @@ class MicroBatch:
         action_mask: ``[n, l]`` float, 1 on sampled action tokens (the only trained tokens).
         old_logprobs: ``[n, l]`` float, log pi_old of each token (0 off the action mask).
         ref_logprobs: ``[n, l]`` float log pi_ref, or None without a KL penalty.
-        advantages: ``[n, l]`` float, the episode's advantage on its action tokens.
+        advantages: ``[n, l]`` float, the turn's advantage on its action tokens.
         segment_ids: ``[n, l]`` long aggregation unit of each token in ``[0, num_segments)``.
         num_segments: units (episodes or turns) with at least one action token.
     """
@@ -102,7 +102,7 @@ def micro_batch(
         batch: the whole rollout batch, ``[N, L]`` fields.
         episodes: ``[e]`` indices of the episodes to take.
         units: ``[N, L]`` from :func:`unit_ids`.
-        advantages: ``[B]`` one advantage per episode of the batch.
+        advantages: ``[T]`` one advantage per turn of the batch (``batch.token_turn`` indexes it).
         old_logprobs: ``[N, L]`` log pi_old of the whole batch.
         ref_logprobs: ``[N, L]`` log pi_ref of the whole batch, or None.
     """
@@ -122,7 +122,7 @@ def micro_batch(
         action_mask=mask,
         old_logprobs=take(old_logprobs),
         ref_logprobs=take(ref_logprobs) if ref_logprobs is not None else None,
-        advantages=advantages[take(batch.token_episode).clamp(min=0)] * mask,  # -1 marks padding
+        advantages=advantages[take(batch.token_turn).clamp(min=0)] * mask,  # -1 off the action tokens
         segment_ids=segment_ids,
         num_segments=int(dense.max()) + 1 if dense.numel() else 0,
     )

@@ -4,7 +4,9 @@ Layout of ``RUN_DIR/checkpoints/step_000012/``::
 
     model/               save_pretrained folder (safetensors + tokenizer): transformers and vLLM load it;
                          with LoRA it holds the adapter (peft's save_pretrained)
-    trainer_state.pt     optimizer, lr scheduler, RNG states (python, numpy, torch) and the step
+    trainer_state.pt     optimizer, lr scheduler, RNG states (python, numpy, torch) and the step, as
+                         tensors and plain containers only: it is loaded with ``weights_only=True``,
+                         so a planted file cannot run code
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
 ``step_*`` is always complete; resuming picks the highest such step.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -29,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from agentpo.files import write_atomically
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "step_"
@@ -56,10 +61,18 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def rng_states() -> dict[str, Any]:
-    """Every global random state the training loop draws from."""
+    """Every global random state the training loop draws from (tensors and plain containers only)."""
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # numpy's key is an ndarray, which torch's weights-only loader refuses: store it as a tensor.
+        "numpy": {
+            "bit_generator": name,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached_gaussian": cached_gaussian,
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -68,7 +81,16 @@ def rng_states() -> dict[str, Any]:
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore what :func:`rng_states` captured."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy = states["numpy"]
+    np.random.set_state(
+        (
+            numpy["bit_generator"],
+            numpy["key"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -118,8 +140,14 @@ def load_trainer_state(
     """Restore optimizer, scheduler and RNG states from ``checkpoint``; return its step.
 
     The model weights are loaded separately, by building the policy from ``checkpoint/model``.
+    The file is read with ``weights_only=True``: anything but tensors and plain containers (a
+    planted pickle payload) is refused with a ValueError instead of being run.
     """
-    state = torch.load(Path(checkpoint) / "trainer_state.pt", weights_only=False)
+    path = Path(checkpoint) / "trainer_state.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds objects a trainer state never has; refusing to load it ({err})") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"])
@@ -166,7 +194,8 @@ def save_best(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_json_atomically(root / BEST_FILE, {"step": step, "metric": metric, "value": value, "path": final.name})
+    record = {"step": step, "metric": metric, "value": value, "path": final.name}
+    write_atomically(root / BEST_FILE, json.dumps(record, indent=2) + "\n")
     _remove_other_bests(root, keep=final.name)
     return final / "model"
 
@@ -185,8 +214,3 @@ def _remove_other_bests(root: Path, keep: str | None) -> None:
         if folder.is_dir() and folder.name.startswith(_BEST_PREFIX) and folder.name != keep:
             shutil.rmtree(folder)
 
-
-def _write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)

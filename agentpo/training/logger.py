@@ -7,7 +7,6 @@ step into the metrics dict in one line.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentpo.config import LoggingConfig
+from agentpo.files import JsonLinesLog
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -23,6 +23,7 @@ METRICS_FILE = "metrics.jsonl"
 PROGRESS_KEYS: dict[str, str] = {
     "success_rate": "succ",
     "reward_mean": "rew",
+    "env_error_rate": "env_err",
     "p": "p",
     "clip_frac": "clip",
     "approx_kl": "kl",
@@ -41,11 +42,11 @@ def timed(metrics: dict[str, float], key: str) -> Iterator[None]:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of ``RUN_DIR/metrics.jsonl``, in order (empty when the file is missing)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every record of ``RUN_DIR/metrics.jsonl``, in order (empty when the file is missing).
+
+    Read-only, so it is safe while the run writes: a last line cut short is skipped, not cut off.
+    """
+    return JsonLinesLog(Path(run_dir) / METRICS_FILE).read(repair=False)
 
 
 class MetricsLogger:
@@ -71,10 +72,8 @@ class MetricsLogger:
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._path = self.run_dir / METRICS_FILE
-        kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= start_step]
-        self._path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self._file = self._path.open("a")
+        self._log = JsonLinesLog(self.run_dir / METRICS_FILE)
+        self._log.rewrite(r for r in self._log.read(repair=False) if r.get("step", 0) <= start_step)
 
         self._tensorboard = None
         if config.tensorboard:
@@ -97,8 +96,7 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record ``metrics`` (plain floats) for iteration ``step`` in every sink."""
         record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._log.append([record])
         if self._tensorboard is not None:
             for key, value in record.items():
                 if key != "step" and math.isfinite(value):
@@ -127,7 +125,6 @@ class MetricsLogger:
 
     def close(self) -> None:
         """Flush and close every sink."""
-        self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
         if self._wandb is not None:

@@ -72,6 +72,7 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
     from_column: int = 1,
     targets: Tensor | None = None,
     share_prefix: bool = True,
@@ -85,7 +86,10 @@ def token_logprobs(
         attention_mask: ``[N, L]`` 1 on real tokens, 0 on padding.
         temperature: divides the logits before the softmax, as the engine did when sampling, so
             that ratios against sampling log-probs start at exactly 1.
-        with_entropy: also return the entropy of the predictive distribution (detached).
+        with_entropy: also return the entropy of the predictive distribution (detached unless
+            ``entropy_grad``).
+        entropy_grad: keep the entropy differentiable (an entropy bonus in the loss); costs the
+            memory of one more vocabulary-sized tensor per position on the full-logits path.
         from_column: first column whose log-prob is needed (>= 1); earlier columns come back as 0.
             Pass the first action column (:func:`first_action_column`): the output layer and the
             softmax then skip the prompt positions, which dominate a large vocabulary's cost.
@@ -138,7 +142,7 @@ def token_logprobs(
             states = hidden[row[part], column[part] - 1 - start]
             lp, ent = checkpoint(
                 _head_logprobs, head, states, input_ids[row[part], column[part]], temperature, with_entropy,
-                use_reentrant=False,
+                entropy_grad, use_reentrant=False,
             )
             picked.append(lp)
             entropies.append(ent)
@@ -157,7 +161,7 @@ def token_logprobs(
     logprobs = torch.cat([zeros, picked_full * mask], dim=1)
     if not with_entropy:
         return logprobs, None
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(log_probs.exp() * log_probs).sum(-1) * mask
         entropy = torch.cat([zeros.detach(), entropy], dim=1)
     return logprobs, entropy
@@ -197,13 +201,13 @@ def _forward(
 
 
 def _head_logprobs(
-    head: torch.nn.Module, states: Tensor, tokens: Tensor, temperature: float, with_entropy: bool
+    head: torch.nn.Module, states: Tensor, tokens: Tensor, temperature: float, with_entropy: bool, entropy_grad: bool
 ) -> tuple[Tensor, Tensor]:
-    """Log-probs of ``tokens`` ``[m]`` from final hidden ``states`` ``[m, H]``, and the entropies (detached; empty without)."""
+    """Log-probs of ``tokens`` ``[m]`` from final hidden ``states`` ``[m, H]``, and the entropies (empty without)."""
     logits = head(states).float() / temperature
     normalizer = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(-1, tokens[:, None]).squeeze(-1) - normalizer
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         if with_entropy:
             probs = torch.softmax(logits, dim=-1)
             entropy = normalizer - (probs * logits).sum(-1)

@@ -4,11 +4,12 @@ One iteration (:meth:`Trainer.train_step`) reads top to bottom:
 
 1. rollout: B tasks x G attempts through the env pool with the current policy;
 2. rewards: each episode's return (invalid-action penalties included);
-3. advantages: within each group of G episodes (registry: grpo, dr_grpo, rloo);
+3. advantages: one per turn, within each group of G episodes (registry: grpo, dr_grpo, rloo, gigpo);
 4. old log-probs: the engine's when they are exact, else recomputed by the trainer at the
    sampling temperature (``train.recompute_old_logprobs``);
 5. K minibatches x E epochs: policy loss (registry: holder, grpo, gspo, ...) with p from its
-   schedule and the clip bounds of the divergence measure, plus the optional reference KL;
+   schedule and the clip bounds of the divergence measure, plus the optional reference KL and
+   entropy bonus;
    micro-batches accumulate gradients; one clipped AdamW step per minibatch;
 6. weights into the engine; 7. log; 8. checkpoint.
 
@@ -63,6 +64,8 @@ from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
 from agentpo.training.policy import initial_model_dir, load_policy, load_reference
+from agentpo.training.rewards import step_rewards
+from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
 
 
@@ -109,11 +112,14 @@ class Trainer:
     Args:
         config: the validated run config.
         resume: continue from the latest checkpoint in ``config.run_dir`` (an error if there is none).
+        overwrite: start afresh in a ``run_dir`` that holds another run, deleting it (without it, and
+            without ``resume``, such a folder is refused: see :mod:`~agentpo.training.run_folder`).
     """
 
-    def __init__(self, config: Config, *, resume: bool = False):
+    def __init__(self, config: Config, *, resume: bool = False, overwrite: bool = False):
         self.config = config
         self.run_dir = Path(config.run_dir)
+        prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.train.num_threads)
         torch.manual_seed(config.train.seed)
@@ -121,8 +127,6 @@ class Trainer:
 
         # The starting point: the latest checkpoint when resuming, else the initial weights.
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
         init_dir = initial_model_dir(config, self.run_dir)
         lora = config.train.lora.rank > 0
         self.model, self.tokenizer = load_policy(
@@ -154,7 +158,7 @@ class Trainer:
             config.env.id,
             config.episodes_per_batch,
             env_kwargs={**config.env.kwargs, "max_episode_steps": rollout.max_turns},
-            num_workers=config.env.num_workers,
+            **config.env.pool_options(),
         )
         sampling = SamplingParams(
             temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
@@ -183,7 +187,12 @@ class Trainer:
 
         algorithm = config.algorithm
         self.p_schedule = PSchedule(
-            algorithm.p_schedule, algorithm.p_min, algorithm.p_max, algorithm.p_steps, algorithm.p_power
+            algorithm.p_schedule,
+            algorithm.p_min,
+            algorithm.p_max,
+            algorithm.p_steps,
+            algorithm.p_power,
+            algorithm.p_counter,
         )
         self.clip_low, self.clip_high = algorithm.clip_range()
         self.loss_fn = POLICY_LOSSES.get(algorithm.loss)
@@ -277,16 +286,22 @@ class Trainer:
         if every and step % every == 0:
             firsts = [e for e in episodes if e.episode_id % config.rollout.group_size == 0]
             write_transcripts(self.run_dir, step, firsts[: config.logging.transcripts], self.tokenizer)
+        collected = len(episodes)
+        # An episode lost to an env error says nothing about the policy: it is counted
+        # (env_error_rate), and left out of the advantages and the updates.
+        episodes = [e for e in episodes if e.env_error is None]
+        if not episodes:
+            return self._step_metrics(metrics, started, collected)
 
-        # 2. rewards and 3. advantages, one per episode.
-        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
-        groups = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
-        advantages, adv_metrics = compute_advantages(algorithm.advantage, rewards, groups, algorithm.advantage_eps)
+        # 2. rewards and 3. advantages, one per turn.
+        similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
+        steps = step_rewards(episodes, config.rollout.invalid_action_penalty, similarity=similarity)
+        advantages, adv_metrics = compute_advantages(algorithm.advantage, steps, algorithm.advantage_settings())
         metrics.update({k: float(v) for k, v in adv_metrics.items()})
 
         batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
         units = unit_ids(batch, algorithm.scope)
-        advantages = advantages.to(self.device)
+        advantages = advantages.to(self.device, torch.float32)
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
         with timed(metrics, "time/old_logprobs_s"):
@@ -304,17 +319,22 @@ class Trainer:
         with timed(metrics, "time/update_s"):
             for _ in range(config.train.epochs):
                 for minibatch in split_episodes(len(episodes), config.train.minibatches, shuffle):
-                    updates.append(self._update(batch, minibatch, units, advantages, old_logprobs, ref_logprobs))
+                    updates.append(self._update(step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs))
         metrics.update(reduce_metrics(u for u in updates if u))
 
         # 6. Weights into the engine: nothing to copy, the engine samples from self.model itself.
+        return self._step_metrics(metrics, started, collected)
+
+    def _step_metrics(self, metrics: dict[str, float], started: float, episodes: int) -> dict[str, float]:
+        """``metrics`` with the step's time, generation throughput over its ``episodes`` and learning rate."""
         metrics["step_time_s"] = time.perf_counter() - started
-        metrics["tokens_per_s"] = metrics["tokens_generated"] * len(episodes) / metrics["step_time_s"]
+        metrics["tokens_per_s"] = metrics["tokens_generated"] * episodes / metrics["step_time_s"]
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
 
     def _update(
         self,
+        iteration: int,
         batch: TrainBatch,
         episodes: Tensor,
         units: Tensor,
@@ -322,12 +342,12 @@ class Trainer:
         old_logprobs: Tensor,
         ref_logprobs: Tensor | None,
     ) -> dict[str, float]:
-        """One optimizer step on the minibatch made of ``episodes``, accumulated over micro-batches."""
+        """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches."""
         config, algorithm = self.config, self.config.algorithm
         tokens, num_units = normalizers(batch, units, episodes)
         if tokens == 0:  # every episode of this minibatch ended before its first turn (env errors)
             return {}
-        p = self.p_schedule(self.scheduler.last_epoch)
+        p = self.p_schedule.at(iteration=iteration, optimizer_step=self.scheduler.last_epoch)
         settings = PolicyLossSettings(
             p=p,
             clip_low=self.clip_low,
@@ -345,7 +365,8 @@ class Trainer:
             )
             with self._autocast():
                 logprobs, entropy = self._action_logprobs(
-                    self.model, mb.input_ids, mb.attention_mask, mb.action_mask, with_entropy=True
+                    self.model, mb.input_ids, mb.attention_mask, mb.action_mask, with_entropy=True,
+                    entropy_grad=algorithm.entropy_coef > 0,
                 )
             loss, loss_metrics = self.loss_fn(
                 PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
@@ -357,9 +378,12 @@ class Trainer:
                 ref_kl = (kl_penalty(logprobs, mb.ref_logprobs, algorithm.kl_estimator) * mb.action_mask).sum() / tokens
                 loss = loss + algorithm.kl_coef * ref_kl
                 record["ref_kl"] = float(ref_kl) * tokens / float(mb.action_mask.sum().clamp_min(1))
+            if algorithm.entropy_coef > 0:
+                # A bonus: the loss falls as the entropy rises. Token mean over the minibatch, like the KL.
+                loss = loss - algorithm.entropy_coef * (entropy * mb.action_mask).sum() / tokens
             loss.backward()
             record["loss"] = float(loss.detach())
-            record["entropy"] = masked_mean(entropy, mb.action_mask)
+            record["entropy"] = masked_mean(entropy.detach(), mb.action_mask)
             micro_metrics.append(record)
         max_norm = config.optim.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
@@ -394,6 +418,7 @@ class Trainer:
         action_mask: Tensor,
         *,
         with_entropy: bool = False,
+        entropy_grad: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """:func:`token_logprobs` on the action tokens with this run's temperature, prefix sharing and logits budget."""
         return token_logprobs(
@@ -402,6 +427,7 @@ class Trainer:
             attention_mask,
             temperature=self.config.rollout.temperature,
             with_entropy=with_entropy,
+            entropy_grad=entropy_grad,
             from_column=first_action_column(action_mask),
             targets=action_mask,
             share_prefix=self.config.train.share_prefix,
@@ -420,10 +446,15 @@ class Trainer:
 
 
 def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log."""
+    """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log.
+
+    ``env_error_rate`` is the share of episodes lost to env errors; they count as failures in
+    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on.
+    """
     means = reduce_metrics(e.metrics() for e in episodes)
     means["success_rate"] = means.pop("success")
     means["reward_mean"] = means.pop("return")
+    means["env_error_rate"] = sum(e.env_error is not None for e in episodes) / len(episodes)
     return means
 
 

@@ -106,7 +106,7 @@ class EpisodeValidation:
                 config.env.id,
                 pool.num_envs,
                 env_kwargs={**config.env.kwargs, **config.eval.env_kwargs, "max_episode_steps": rollout.max_turns},
-                num_workers=config.env.num_workers,
+                **config.env.pool_options(),
             )
         self.agent = ModelAgent(RolloutManager(engine, tokenizer, self.own_pool or pool, rollout))
         self.tasks = held_out_tasks(config)

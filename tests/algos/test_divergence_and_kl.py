@@ -59,7 +59,20 @@ def test_bad_clip_settings_are_rejected(measure, kwargs, message):
 
 def test_registries_hold_the_contract_names():
     assert DIVERGENCES.names() == ("kl1", "kl2", "kl3", "ratio")
-    assert KL_ESTIMATORS.names() == ("k1", "k2", "k3")
+    assert KL_ESTIMATORS.names() == ("k1", "k2", "k3", "low_var_kl")
+
+
+def test_low_var_kl_is_k3_clamped_at_10():
+    """verl's low_var_kl: k3 where k3 <= 10 (gradient included), 10 with no gradient beyond."""
+    logprobs = torch.tensor([[-1.0, -20.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, 0.0]], dtype=torch.float64)
+    got = kl_penalty(logprobs, ref, "low_var_kl")
+    k3 = kl_penalty(logprobs, ref, "k3")
+    assert k3[0, 1].item() > 10
+    torch.testing.assert_close(got.detach(), torch.tensor([[k3[0, 0].item(), 10.0, 0.0]], dtype=torch.float64))
+    got.sum().backward()
+    assert logprobs.grad[0, 1].item() == 0.0
+    assert logprobs.grad[0, 0].item() == pytest.approx(1 - math.exp(-0.5))
 
 
 def test_kl_estimators_closed_form():

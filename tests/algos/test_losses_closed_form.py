@@ -247,3 +247,30 @@ def test_a_user_loss_is_one_decorated_function():
     unclipped = PolicyLossSettings(clip_low=0.0, clip_high=math.inf)
     torch.testing.assert_close(loss_and_grad("test_grpo_no_clip", batch, unclipped), loss_and_grad("grpo", batch, unclipped), **TIGHT)
     assert tuple(policy_loss("test_grpo_no_clip")(batch.fresh().loss_input(), unclipped)[1]) == METRIC_KEYS
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_per_turn_advantages_reach_every_loss_in_turn_scope(name):
+    """Two turns of one episode as two units with their own advantages (GiGPO): at r ≡ 1 every loss is −mean_u A_u."""
+    logprobs = torch.full((1, 5), -1.0, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)  # turn 0, an observation token, turn 1
+    advantages = torch.tensor([[0.5, 0.5, 0.0, -2.0, -2.0]], dtype=torch.float64)
+    turns = torch.tensor([[0, 0, 0, 1, 1]])
+    inp = PolicyLossInput(logprobs, logprobs.detach(), advantages, mask, turns, 2)
+    loss, _ = POLICY_LOSSES.get(name)(inp, settings_for(name, agg_mode="token-mean" if name == "dapo" else "seq-mean-token-mean"))
+    assert loss.item() == pytest.approx(-(0.5 - 2.0) / 2, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_sequence_level_losses_are_declared_as_such(name: str) -> None:
+    """A loss raises on a unit whose tokens carry different advantages exactly when it is declared sequence-level."""
+    from agentpo.algos.losses import SEQUENCE_LEVEL_LOSSES, PolicyLossInput
+
+    two = torch.zeros(1, 2)
+    batch = PolicyLossInput(two, two, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2), two.long(), 1)
+    settings = settings_for(name, agg_mode="token-mean" if name == "dapo" else "seq-mean-token-mean")
+    if name in SEQUENCE_LEVEL_LOSSES:
+        with pytest.raises(ValueError, match="one advantage per unit"):
+            POLICY_LOSSES.get(name)(batch, settings)
+    else:
+        POLICY_LOSSES.get(name)(batch, settings)

@@ -53,6 +53,23 @@ def test_published_math_recipe():
     assert [schedule(s) for s in (0, 125, 250, 500)] == [2.0, 1.0, 0.0, -2.0]
 
 
+def test_iteration_counter_holds_p_for_every_update_of_an_iteration():
+    """The published counter: rollout iterations from 1; the optimizer step is ignored."""
+    schedule = PSchedule("linear_dec", p_min=-2.0, p_max=2.0, steps=500, counter="iteration")
+    assert {schedule.at(iteration=1, optimizer_step=k) for k in range(8)} == {2.0 - 4.0 / 500}
+    assert schedule.at(iteration=250, optimizer_step=1992) == 0.0
+    assert schedule.at(iteration=600, optimizer_step=0) == -2.0
+    with pytest.raises(ValueError, match="count from 1"):
+        schedule.at(iteration=0, optimizer_step=0)
+
+
+def test_optimizer_counter_counts_optimizer_steps_from_zero():
+    schedule = PSchedule("linear_dec", p_min=-2.0, p_max=2.0, steps=500)
+    assert [schedule.at(iteration=1, optimizer_step=k) for k in (0, 250)] == [2.0, 0.0]
+    with pytest.raises(ValueError, match="counter must be optimizer or iteration"):
+        PSchedule(counter="epoch")
+
+
 def test_user_schedule_plugs_in():
     registry_name = "test_step_down"
 

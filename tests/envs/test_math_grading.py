@@ -44,13 +44,13 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
     assert extract_boxed(text) == expected
 
 
+# Scanning forward from each of 20,000 unclosed boxes would take minutes; one pass takes milliseconds.
+# The timeout is a ceiling for that quadratic case, not a speed target (those live in benchmarks/).
+@pytest.mark.timeout(60)
 def test_extraction_is_linear_on_adversarial_text() -> None:
-    # Scanning forward from each of 20,000 unclosed boxes would take minutes; one pass takes milliseconds.
-    start = time.perf_counter()
     assert extract_boxed("\\boxed{" * 20_000) is None
     assert extract_boxed("\\boxed{1}" + "\\boxed{" * 20_000) == "1"
     assert extract_answer("#### 1" + " " * 50_000 + "2", fallback=True) == "1" + " " * 50_000 + "2"
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize(
@@ -123,14 +123,14 @@ def test_pathological_answer_times_out_and_grader_recovers(grader: MathGrader) -
     elapsed = time.monotonic() - start
     assert results[0].timed_out and not results[0].correct and results[0].extracted == "9^{9^{9^{9}}}"
     assert results[1] == GradeResult(True, False, "5", None)  # the other worker was not held up
-    assert elapsed < grader.time_limit + grader.kill_grace + 1.0
+    assert elapsed < grader.wall_limit
     assert grader.timeouts == timeouts_before + 1
     assert grader.grade("\\boxed{\\frac{2}{4}}", "0.5").correct
 
 
 def test_unresponsive_worker_is_killed_and_replaced() -> None:
-    # A stopped process uses no CPU, so its own timer never fires: only the parent's hard kill ends it.
-    with MathGrader(1, time_limit=0.5, kill_grace=0.5) as single:
+    # A stopped process uses no CPU, so its own timer never fires: only the parent's wall-clock ceiling ends it.
+    with MathGrader(1, time_limit=0.5, kill_grace=0.5, wall_limit=1.0) as single:
         assert single.grade("\\boxed{1}", "1").correct
         (stuck,) = single.worker_pids
         os.kill(stuck, signal.SIGSTOP)

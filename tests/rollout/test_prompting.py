@@ -8,6 +8,8 @@ import pytest
 import yaml
 from agentpo.envs import registered_ids, text_spec
 from agentpo.envs.corridor import CorridorEnv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import PreTrainedTokenizerBase
 
 from agentpo.rollout.prompting import (
@@ -97,3 +99,13 @@ def test_continuation_closes_the_response_unless_it_ended_with_eos(tokenizer: Pr
         "<|im_end|>", "<|im_start|>", "user", "you", "are", "out", ".", "<|im_end|>", "<|im_start|>", "assistant"
     ]
     assert builder.continuation("you are out .", None, 3, ended_with=tokenizer.eos_token_id) == cut[1:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.sampled_from(["\ud800", "\udfff", "\ud83d", "a\udc00b"]))
+def test_prompt_builder_takes_lone_surrogates(tokenizer: PreTrainedTokenizerBase, text: str, surrogate: str) -> None:
+    builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
+    response = text + surrogate
+    ids = builder.window_prompt("reach the goal", response, None, [HistoryItem("you are in room 1", response)], 1)
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert builder.continuation(response, None, 1, ended_with=None)

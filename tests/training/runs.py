@@ -35,9 +35,9 @@ def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS and not k.startswith("time/")} for r in records]
 
 
-def run_training(config: Config, *, resume: bool = False) -> list[dict]:
-    """Train ``config`` to its end (or resume it) and return its metrics.jsonl records."""
-    trainer = Trainer(config, resume=resume)
+def run_training(config: Config, *, resume: bool = False, overwrite: bool = False) -> list[dict]:
+    """Train ``config`` to its end (or resume it, or replace the run in its folder); return its metrics.jsonl records."""
+    trainer = Trainer(config, resume=resume, overwrite=overwrite)
     try:
         trainer.fit()
     finally:

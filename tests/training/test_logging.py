@@ -64,4 +64,4 @@ def test_plot_command_writes_pngs(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert names == sorted(["success.png", "reward.png", "p.png", "clip_frac.png", "kl.png", "concentration.png",
                             "entropy.png", "overview.png"])
     assert plot_command.run(argparse.Namespace(run_dir=str(tmp_path / "missing"), out=None)) == 1
-    assert "no metrics" in capsys.readouterr().out
+    assert "no metrics" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agentpo import cli
 from agentpo.commands import train as train_command
 from agentpo.training import logprobs as logprobs_module
 from agentpo.training.checkpoint import checkpoint_path
@@ -109,7 +110,9 @@ def test_loss_curve_matches_the_stored_one(tmp_path: Path) -> None:
     assert curve["approx_kl"] == pytest.approx(stored["approx_kl"], rel=1e-2, abs=1e-7)
 
 
-@pytest.mark.parametrize("recipe", ["alfworld_holderpo", "math_holderpo", "quickstart"])
+@pytest.mark.parametrize(
+    "recipe", ["alfworld_holderpo", "alfworld_gigpo", "alfworld_holderpo_gigpo", "math_holderpo", "quickstart"]
+)
 def test_dry_run_of_the_recipes_builds_nothing(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(
         config=str(REPO / "configs" / f"{recipe}.yaml"),
@@ -124,15 +127,9 @@ def test_dry_run_of_the_recipes_builds_nothing(recipe: str, tmp_path: Path, caps
 
 
 def test_bad_override_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(
-        config=str(REPO / "configs" / "quickstart.yaml"),
-        overrides=["algorithm.loss=holdr", f"run_dir={tmp_path / 'run'}"],
-        resume=None,
-        dry_run=False,
-        list_options=False,
-    )
-    assert train_command.run(args) == 2
-    assert "algorithm.loss: unknown policy loss 'holdr'" in capsys.readouterr().out
+    argv = ["train", "--config", str(REPO / "configs" / "quickstart.yaml"), "algorithm.loss=holdr", f"run_dir={tmp_path / 'run'}"]
+    assert cli.main(argv) == 2
+    assert "algorithm.loss: unknown policy loss 'holdr'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

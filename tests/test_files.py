@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpo.evaluation.log import JsonLinesLog
+from agentpo.files import JsonLinesLog
 
 
 def test_append_then_read_round_trips(tmp_path: Path) -> None:
