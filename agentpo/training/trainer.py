@@ -229,6 +229,7 @@ class Trainer:
             self.logger.log(step, metrics)
             every = config.train.checkpoint_every
             if (every and step % every == 0) or step == config.train.steps:
+                self.logger.phase("checkpoint", 0, 1)
                 save_checkpoint(
                     self.run_dir,
                     step,
@@ -238,6 +239,7 @@ class Trainer:
                     scheduler=self.scheduler,
                     keep=config.train.keep_checkpoints,
                 )
+                self.logger.phase("checkpoint", 1, 1)
         if "after" in summary:
             self.logger.message(f"held-out {metric} after training: {summary['after']:.3f}")
         return summary

@@ -122,12 +122,12 @@ def test_the_exit_status_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
-def test_eval_mistakes_name_the_flag(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_mistakes_name_the_key(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = tree(workdir)
-    assert main(["eval", "--model", "./no/such/model", "--env", "agentpo/Math-v0"]) == 2
-    assert "--model './no/such/model' is not a folder" in capsys.readouterr().err
-    argv = ["eval", "--model", "org/model", "--env", "agentpo/Math-v0", "--dataset", "gsm8k", "--split", "../.."]
-    assert main([*argv, "--data-dir", str(workdir)]) == 2
+    assert main(["eval", "model.path=./no/such/model", "env.id=agentpo/Math-v0"]) == 2
+    assert "model.path: './no/such/model' is not a folder" in capsys.readouterr().err
+    argv = ["eval", "model.path=org/model", "env.id=agentpo/Math-v0", "eval.datasets=[gsm8k]", "eval.split=../.."]
+    assert main([*argv, f"env.kwargs.data_dir={workdir}"]) == 2
     assert "math split '../..' is not a split name" in capsys.readouterr().err
     assert tree(workdir) == before
 
@@ -139,5 +139,5 @@ def test_ctrl_c_in_eval_says_how_to_resume(monkeypatch: pytest.MonkeyPatch, caps
         raise KeyboardInterrupt
 
     monkeypatch.setattr(eval_command, "run", interrupted)
-    assert main(["eval", "--policy", "expert"]) == 130
+    assert main(["eval", "eval.policy=expert"]) == 130
     assert "agentpo eval: interrupted. Rerun the same command to resume" in capsys.readouterr().err
