@@ -6,14 +6,14 @@ import itertools
 from pathlib import Path
 
 import pytest
+from agentpo.envs import corridor, register_text_env
+from agentpo.envs.corridor import CorridorEnv
+from training.runs import tiny_config
 
 from agentpo.algos.advantages import StepRewards
-from agentpo.envs import register_text_env
-from agentpo.envs.corridor import CorridorEnv
 from agentpo.rollout.episode import Episode
 from agentpo.training import trainer as trainer_module
 from agentpo.training.trainer import Trainer, episode_metrics
-from training.runs import tiny_config
 
 _RESETS = itertools.count()
 
@@ -27,7 +27,7 @@ class FlakyCorridor(CorridorEnv):
         return super().reset(seed=seed, options=options)
 
 
-FLAKY = register_text_env("agentpo-test/FlakyCorridor-v0", f"{__name__}:FlakyCorridor")
+FLAKY = register_text_env("agentpo-test/FlakyCorridor-v0", f"{__name__}:FlakyCorridor", spec=corridor.SPEC)
 
 
 def test_lost_episodes_are_counted_and_not_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
