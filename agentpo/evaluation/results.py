@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from agentpo.envs.spec import HeldOutTask
 
@@ -73,7 +73,7 @@ class GameRun:
         return self.task.seed if self.task.seed is not None else self.seed
 
     @property
-    def options(self) -> Mapping[str, Any] | None:
+    def options(self) -> dict[str, Any] | None:
         return dict(self.task.options) or None
 
     @property

@@ -30,7 +30,7 @@ def format_episode(episode: Episode, tokenizer: PreTrainedTokenizerBase) -> str:
     if episode.env_error:
         lines.append(f"env error: {episode.env_error}")
     for number, turn in enumerate(episode.turns, start=1):
-        prompt = tokenizer.decode(turn.prompt_ids, skip_special_tokens=True).strip()
+        prompt = str(tokenizer.decode(turn.prompt_ids, skip_special_tokens=True)).strip()
         action = turn.action if turn.action is not None else "(no action found: the raw response went to the env)"
         flags = " terminated" if turn.terminated else " truncated" if turn.truncated else ""
         lines += [

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from agentpo.config import Config, LoraConfig
 from agentpo.envs import text_spec
@@ -54,7 +59,7 @@ def initial_model_dir(config: Config, run_dir: Path) -> str:
     return str(out)
 
 
-def load_model(model_dir: str, *, device: torch.device) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+def load_model(model_dir: str, *, device: torch.device) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A ``save_pretrained`` folder (or hub id) as fp32 weights on ``device``, with its tokenizer.
 
     A LoRA checkpoint folder (``adapter_config.json``: the adapter only) is loaded onto its base
@@ -78,16 +83,17 @@ def load_policy(
     With ``lora.rank > 0`` the base weights are frozen and peft adapters are added, or loaded from
     ``adapter_dir`` when resuming.
     """
-    model, tokenizer = load_model(model_dir, device=device)
+    base, tokenizer = load_model(model_dir, device=device)
+    model: torch.nn.Module = base
     if lora.rank > 0:
         from peft import LoraConfig as PeftLoraConfig
         from peft import PeftModel, get_peft_model
 
         if adapter_dir is not None:
-            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+            model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
         else:
             model = get_peft_model(
-                model,
+                base,
                 PeftLoraConfig(
                     r=lora.rank,
                     lora_alpha=lora.alpha,
