@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="ALFWorld data root (else $ALFWORLD_DATA) or math data ($AGENTPO_MATH_DATA)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1)")
+    parser.add_argument(
+        "--engine",
+        default="transformers",
+        choices=["transformers", "vllm"],
+        help="generation engine (default transformers; vllm uses the defaults of rollout.vllm, see docs/engines.md)",
+    )
     parser.add_argument("--out", help="output folder (default runs/eval/<env>-<split>-<policy or model>)")
 
 
@@ -206,17 +212,19 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentpo.rollout.engines.hf import TransformersEngine
+    from agentpo.rollout.engines.factory import build_engine
 
     torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model_dir = resolve_model_dir(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    architecture_dir = model_dir
     if (Path(model_dir) / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
         # LoRA checkpoints hold only the adapter: fold it into the base weights for plain generation.
         model = AutoPeftModelForCausalLM.from_pretrained(model_dir).merge_and_unload()
+        architecture_dir = model.name_or_path  # the base model's folder, which vLLM can load
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return TransformersEngine(model.eval(), tokenizer, device=device), tokenizer
+    return build_engine(args.engine, model.eval(), tokenizer, model_dir=architecture_dir, device=device), tokenizer

