@@ -10,19 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from vllm_support import build_model_dir, require_vllm
 
 from agentpo.rollout.engines.base import Request, SamplingParams
 from agentpo.rollout.engines.hf import TransformersEngine
-from vllm_support import build_model_dir, require_vllm
 
 pytestmark = pytest.mark.vllm
 
 require_vllm()
 
-from agentpo.rollout.engines.factory import build_engine  # noqa: E402
-from agentpo.rollout.engines.vllm import EngineError, VLLMEngine  # noqa: E402
-from agentpo.training.weight_sync import policy_state_dict  # noqa: E402
+from agentpo.rollout.engines.factory import build_engine
+from agentpo.rollout.engines.vllm import EngineError, VLLMEngine
+from agentpo.training.weight_sync import policy_state_dict
 
 PROMPT_TEXTS = ["you are in room 1 . exits : east", "go west", "room 2 . exits : north , south", "the exit is east"]
 

@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from agentpo.rollout.engines.base import FinishReason, Generation, Request, SamplingParams
+from agentpo.rollout.engines.base import (
+    FinishReason,
+    Generation,
+    Request,
+    SamplingParams,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
