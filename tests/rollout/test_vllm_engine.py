@@ -4,6 +4,7 @@ length end responses at the same token, seeds are per request, and streaming ret
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -194,3 +195,29 @@ def _drain(engine: VLLMEngine) -> list:
     while engine.in_flight:
         results += engine.poll()
     return results
+
+
+@pytest.mark.slow
+def test_a_killed_engine_process_stops_generation_with_a_message(
+    model_dir: Path, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]]
+) -> None:
+    """The real failure: vLLM's engine core in its own process (in_process=false) is killed mid-run."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    engine = VLLMEngine(str(model_dir), tokenizer, TransformersEngine(model, tokenizer).eos_token_ids, in_process=False)
+    try:
+        assert len(engine.generate(prompts, SamplingParams(max_new_tokens=4, seed=0))) == len(prompts)
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        assert started, "in_process=false should run vLLM's engine core in a child process"
+        for process in started:
+            process.kill()
+        with pytest.raises(EngineError, match="vLLM engine failed"):
+            for _ in range(50):  # the death is noticed at the next step (or a few steps later)
+                engine.generate(prompts, SamplingParams(max_new_tokens=4, seed=0))
+    finally:
+        try:
+            engine.close()
+        finally:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -141,6 +141,8 @@ class VLLMEngine:
         self.sleeps = sleep and current_platform.is_sleep_mode_available()
         self.weight_sync = ("file" if self.on_cpu else "memory") if weight_sync == "auto" else weight_sync
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+        # An earlier in-process engine froze vLLM's view of the environment; let it read the above.
+        vllm.envs.disable_envs_cache()
         kwargs: dict[str, Any] = {}
         if self.on_cpu:
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gb * 2**30)
