@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from agentpo.algos.advantages import compute_advantages
-from agentpo.algos.tis import truncated_is_weights
 from agentpo.algos.losses import POLICY_LOSSES, PolicyLossInput, PolicyLossSettings
 from agentpo.algos.ref_kl import kl_penalty
 from agentpo.algos.schedules import PSchedule
+from agentpo.algos.tis import truncated_is_weights
 from agentpo.config import Config, save_config
 from agentpo.envs.pool import EnvPool
 from agentpo.rollout.batch import TrainBatch, collate
