@@ -92,3 +92,21 @@ def test_quickstart_learns_with_the_vllm_engine(tmp_path: Path) -> None:
     assert summary["before"] <= 0.1
     assert summary["after"] >= 0.6
     assert summary["after"] >= 3 * summary["before"]
+
+
+def test_agentpo_eval_samples_with_the_vllm_engine(math_data_dir: Path, tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from agentpo.commands import eval as eval_command
+    from agentpo.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", [*"0123456789", "\\", "boxed", "{", "}"], **SHAPE)
+    parser = argparse.ArgumentParser()
+    eval_command.add_arguments(parser)
+    argv = ["--model", str(model_dir), "--env", "agentpo/Math-v0", "--dataset", "gsm8k", "--limit", "2", "--n", "2",
+            "--max-new-tokens", "4", "--data-dir", str(math_data_dir), "--out", str(tmp_path / "eval"), "--engine", "vllm"]
+    assert eval_command.run(parser.parse_args(argv)) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["benchmarks"]["gsm8k"]["problems"] == 2
+    assert len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 4

@@ -27,9 +27,11 @@ repacked weights); elsewhere the same state dict as safetensors bytes in memory,
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -171,6 +173,8 @@ class VLLMEngine:
         self._next_id = 0
         self._sync_dir: Path | None = None
         self._asleep = False
+        self._closing = False
+        self._watch_engine_processes()
 
     # ------------------------------------------------------------------------------------ generation
 
@@ -283,6 +287,29 @@ class VLLMEngine:
             self._running.clear()
             raise EngineError(f"the vLLM engine failed: {type(error).__name__}: {error}") from error
 
+    def _watch_engine_processes(self) -> None:
+        """Turn the death of vLLM's engine-core process into an error for a waiting :meth:`poll`.
+
+        vLLM's synchronous client (0.32) blocks on its output queue; when the engine-core process
+        dies, its own monitor marks the engine dead but wakes no one, so a ``step`` would wait
+        forever. This thread waits on the processes' sentinels and puts an error into that queue,
+        which ``step`` then raises. Nothing to watch for an in-process engine.
+        """
+        core = self._engine.engine_core
+        manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+        processes = list(getattr(manager, "processes", None) or ())
+        outputs = getattr(core, "outputs_queue", None)
+        if not processes or outputs is None:
+            return
+
+        def watch() -> None:
+            multiprocessing.connection.wait([process.sentinel for process in processes])
+            if not self._closing:
+                codes = [process.exitcode for process in processes]
+                outputs.put_nowait(EngineError(f"vLLM's engine-core process exited (exit codes {codes})"))
+
+        threading.Thread(target=watch, name="agentpo-vllm-watch", daemon=True).start()
+
     # ------------------------------------------------------------------------------------ weights
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -335,6 +362,7 @@ class VLLMEngine:
             self._sync_dir = None
         engine = getattr(self, "_engine", None)
         if engine is not None:
+            self._closing = True
             engine.engine_core.shutdown()
             self._engine = None
             self.llm = None
