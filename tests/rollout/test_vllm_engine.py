@@ -198,17 +198,25 @@ def _drain(engine: VLLMEngine) -> list:
 
 
 @pytest.mark.slow
-def test_a_killed_engine_process_stops_generation_with_a_message(
+def test_an_engine_in_its_own_process_takes_weights_and_its_death_stops_generation(
     model_dir: Path, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]]
 ) -> None:
-    """The real failure: vLLM's engine core in its own process (in_process=false) is killed mid-run."""
+    """vLLM's engine core in its own process (in_process=false): both weight pushes cross the process
+    boundary; then the real failure, the engine-core process killed, raises instead of hanging."""
     import psutil
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    engine = VLLMEngine(str(model_dir), tokenizer, TransformersEngine(model, tokenizer).eos_token_ids, in_process=False)
+    reference = TransformersEngine(model, tokenizer)
+    engine = VLLMEngine(str(model_dir), tokenizer, reference.eos_token_ids, in_process=False)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=10)
     try:
-        assert len(engine.generate(prompts, SamplingParams(max_new_tokens=4, seed=0))) == len(prompts)
+        for weight_sync in ("file", "memory"):
+            optimizer_step(model, prompts)
+            engine.weight_sync = weight_sync
+            engine.load_weights(policy_state_dict(model))
+            expected = [g.token_ids for g in reference.generate(prompts, greedy)]
+            assert [g.token_ids for g in engine.generate(prompts, greedy)] == expected, weight_sync
         started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
         assert started, "in_process=false should run vLLM's engine core in a child process"
         for process in started:
