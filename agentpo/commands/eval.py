@@ -270,11 +270,23 @@ def _rollout_manager(config: Config, model: str, pool: Any) -> Any:
 def _engine(config: Config, model: str) -> tuple[Any, Any]:
     import torch
 
-    from agentpo.rollout.engines.hf import TransformersEngine
+    from agentpo.rollout.engines.factory import build_engine
     from agentpo.training.policy import load_model
     from agentpo.training.trainer import resolve_device
 
     torch.set_num_threads(config.train.num_threads)
     device = resolve_device(config.train.device)
     policy, tokenizer = load_model(model, device=device)
-    return TransformersEngine(policy, tokenizer, device=device), tokenizer
+    # A LoRA checkpoint is merged into its base model, whose folder holds the architecture vLLM loads.
+    architecture_dir = policy.name_or_path if (Path(model) / "adapter_config.json").exists() else model
+    engine = build_engine(
+        config.rollout.engine,
+        policy.eval(),
+        tokenizer,
+        model_dir=architecture_dir,
+        device=device,
+        max_batch_size=config.rollout.max_batch_size,
+        vllm=config.rollout.vllm,
+        seed=config.train.seed,
+    )
+    return engine, tokenizer

@@ -95,6 +95,7 @@ def micro_batch(
     advantages: Tensor,
     old_logprobs: Tensor,
     ref_logprobs: Tensor | None,
+    token_weights: Tensor | None = None,
 ) -> MicroBatch:
     """Gather the rows of ``episodes`` into a :class:`MicroBatch`.
 
@@ -105,6 +106,7 @@ def micro_batch(
         advantages: ``[T]`` one advantage per turn of the batch (``batch.token_turn`` indexes it).
         old_logprobs: ``[N, L]`` log pi_old of the whole batch.
         ref_logprobs: ``[N, L]`` log pi_ref of the whole batch, or None.
+        token_weights: ``[N, L]`` factors on the advantages (importance weights), or None.
     """
     rows, cols = block(batch, episodes)
 
@@ -112,6 +114,7 @@ def micro_batch(
         return field[rows, cols]
 
     mask = take(batch.action_mask).to(torch.float32)
+    weighted = mask * take(token_weights) if token_weights is not None else mask
     selected = mask.bool()
     _, dense = torch.unique(take(units)[selected], return_inverse=True)
     segment_ids = torch.zeros_like(take(units))
@@ -122,7 +125,7 @@ def micro_batch(
         action_mask=mask,
         old_logprobs=take(old_logprobs),
         ref_logprobs=take(ref_logprobs) if ref_logprobs is not None else None,
-        advantages=advantages[take(batch.token_turn).clamp(min=0)] * mask,  # -1 off the action tokens
+        advantages=advantages[take(batch.token_turn).clamp(min=0)] * weighted,  # -1 off the action tokens
         segment_ids=segment_ids,
         num_segments=int(dense.max()) + 1 if dense.numel() else 0,
     )

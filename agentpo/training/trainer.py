@@ -36,11 +36,12 @@ from agentpo.algos.advantages import compute_advantages
 from agentpo.algos.losses import POLICY_LOSSES, PolicyLossInput, PolicyLossSettings
 from agentpo.algos.ref_kl import kl_penalty
 from agentpo.algos.schedules import PSchedule
+from agentpo.algos.tis import truncated_is_weights
 from agentpo.config import Config, save_config
 from agentpo.envs.pool import EnvPool
 from agentpo.rollout.batch import TrainBatch, collate
 from agentpo.rollout.engines.base import SamplingParams
-from agentpo.rollout.engines.hf import TransformersEngine
+from agentpo.rollout.engines.factory import build_engine
 from agentpo.rollout.episode import Episode
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.rollout.transcript import write_transcripts
@@ -67,6 +68,7 @@ from agentpo.training.policy import initial_model_dir, load_policy, load_referen
 from agentpo.training.rewards import step_rewards
 from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
+from agentpo.training.weight_sync import policy_state_dict
 
 
 def reduce_metrics(records: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -149,11 +151,20 @@ class Trainer:
         save_config(config, self.run_dir / "config.yaml")
 
         # The embedded engine samples from the very module the optimizer updates, so new weights
-        # are in the engine as soon as the optimizer steps (no copy, no second model in memory).
+        # are in the engine as soon as the optimizer steps (no copy, no second model in memory);
+        # a vLLM engine holds its own copy, pushed after every update (step 6).
         rollout = config.rollout
-        self.engine = TransformersEngine(
-            self.model, self.tokenizer, device=self.device, max_batch_size=rollout.max_batch_size or None
+        self.engine = build_engine(
+            rollout.engine,
+            self.model,
+            self.tokenizer,
+            model_dir=init_dir,
+            device=self.device,
+            max_batch_size=rollout.max_batch_size,
+            vllm=rollout.vllm,
+            seed=config.train.seed,
         )
+        self.separate_engine = getattr(self.engine, "model", None) is not self.model
         self.pool = EnvPool(
             config.env.id,
             config.episodes_per_batch,
@@ -174,7 +185,7 @@ class Trainer:
         self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
         self.recompute_old_logprobs = should_recompute_old_logprobs(
             config.train.recompute_old_logprobs,
-            engine_samples_trained_module=self.engine.model is self.model,
+            engine_samples_trained_module=not self.separate_engine,
             bf16=config.train.bf16,
         )
         self.validation: Validation | None = None
@@ -306,6 +317,9 @@ class Trainer:
         advantages = advantages.to(self.device, torch.float32)
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
+        if self.separate_engine:
+            self.engine.sleep()  # its GPU memory is the trainer's until the new weights go in (step 6)
+        token_weights = None
         with timed(metrics, "time/old_logprobs_s"):
             old_logprobs = batch.old_logprobs
             if self.recompute_old_logprobs:
@@ -313,6 +327,11 @@ class Trainer:
                 metrics["engine_logprob_abs_diff"] = masked_mean(
                     (old_logprobs - batch.old_logprobs).abs(), batch.action_mask
                 )
+                if algorithm.tis_cap > 0:
+                    token_weights, tis_metrics = truncated_is_weights(
+                        old_logprobs - batch.old_logprobs, batch.action_mask, units, algorithm.tis_cap
+                    )
+                    metrics.update({k: float(v) for k, v in tis_metrics.items()})
             ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
 
         # 5. K minibatches x E epochs, one optimizer step per minibatch.
@@ -321,10 +340,15 @@ class Trainer:
         with timed(metrics, "time/update_s"):
             for _ in range(config.train.epochs):
                 for minibatch in split_episodes(len(episodes), config.train.minibatches, shuffle):
-                    updates.append(self._update(step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs))
+                    updates.append(
+                        self._update(step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights)
+                    )
         metrics.update(reduce_metrics(u for u in updates if u))
 
-        # 6. Weights into the engine: nothing to copy, the engine samples from self.model itself.
+        # 6. Weights into the engine: the embedded one samples from self.model itself; vLLM gets a copy.
+        if self.separate_engine:
+            with timed(metrics, "time/weight_sync_s"):
+                self.engine.load_weights(policy_state_dict(self.model))
         return self._step_metrics(metrics, started, collected)
 
     def _step_metrics(self, metrics: dict[str, float], started: float, episodes: int) -> dict[str, float]:
@@ -343,8 +367,10 @@ class Trainer:
         advantages: Tensor,
         old_logprobs: Tensor,
         ref_logprobs: Tensor | None,
+        token_weights: Tensor | None = None,
     ) -> dict[str, float]:
-        """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches."""
+        """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches
+        (``token_weights``: TIS weights that scale the advantages, see :mod:`agentpo.algos.tis`)."""
         config, algorithm = self.config, self.config.algorithm
         tokens, num_units = normalizers(batch, units, episodes)
         if tokens == 0:  # every episode of this minibatch ended before its first turn (env errors)
@@ -363,7 +389,13 @@ class Trainer:
         micro_metrics = []
         for micro in chunk(episodes, config.train.micro_batch_episodes):
             mb = micro_batch(
-                batch, micro, units=units, advantages=advantages, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs
+                batch,
+                micro,
+                units=units,
+                advantages=advantages,
+                old_logprobs=old_logprobs,
+                ref_logprobs=ref_logprobs,
+                token_weights=token_weights,
             )
             with self._autocast():
                 logprobs, entropy = self._action_logprobs(
@@ -440,9 +472,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16)
 
     def close(self) -> None:
-        """Close the validation, the env pool and the metric sinks."""
+        """Close the validation, the env pool, a separate engine and the metric sinks."""
         if self.validation is not None:
             self.validation.close()
+        if self.separate_engine:
+            self.engine.close()
         self.pool.close()
         self.logger.close()
 

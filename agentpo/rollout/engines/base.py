@@ -8,11 +8,17 @@ own recomputation with the engine's numbers:
 i.e. the full-vocabulary distribution at the sampling temperature. Top-p truncation decides which
 tokens may be drawn but is *not* renormalised into the log-prob. With ``temperature == 0`` (greedy)
 the log-prob is taken at temperature 1.
+
+Two ways to drive an engine: :class:`Engine` ``generate`` takes a whole batch and returns when every
+response is done (``rollout.mode=lockstep``); :class:`StreamingEngine` takes :class:`Request` s one
+at a time and hands results back as they finish (``rollout.mode=async``), each sampled with its own
+seed so that a response depends only on its prompt, its sampling settings and the weights (up to
+floating-point differences of batch composition), never on what else was in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -31,8 +37,8 @@ class SamplingParams:
         max_new_tokens: cap on sampled tokens per response (random-init models never emit EOS).
         stop: strings that end a response as soon as its decoded text contains one; the tokens
             that completed the stop string stay in the response.
-        seed: seeds the sampling of one ``generate`` call (same prompts + same seed = same samples);
-            None draws from torch's global generator.
+        seed: seeds the sampling of one ``generate`` call (same prompts + same seed = same samples),
+            or of one :class:`Request`; None draws from torch's global generator.
     """
 
     temperature: float = 1.0
@@ -79,4 +85,38 @@ class Engine(Protocol):
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Replace the policy weights in place from a full state dict (tied ``lm_head.weight`` included)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt for a :class:`StreamingEngine`.
+
+    Attributes:
+        key: the caller's id for the request, handed back with its result.
+        prompt: token ids (no padding, at least one).
+        sampling: how to sample; ``sampling.seed`` seeds this request alone (the rollout manager
+            derives it from the collection seed, the episode and the turn).
+    """
+
+    key: Hashable
+    prompt: list[int]
+    sampling: SamplingParams
+
+
+class StreamingEngine(Protocol):
+    """An engine that takes requests one at a time and returns each result when it is ready."""
+
+    def submit(self, request: Request) -> None:
+        """Queue a request; its result comes back from a later :meth:`poll`."""
+        ...
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Hashable, Generation]]:
+        """Results finished since the last poll; waits up to `timeout` s (None: until at least one
+        finishes) while requests are in flight; [] at once when none are."""
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted whose results have not been returned by :meth:`poll` yet."""
         ...
