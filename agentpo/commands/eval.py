@@ -168,7 +168,7 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
         limit=None if config.eval.tasks == -1 else config.eval.tasks,
         top_p=rollout.top_p if is_model else None,
         max_new_tokens=rollout.max_new_tokens if is_model else None,
-        prompt=config.prompt_template if is_model else None,
+        prompt=_prompt_fingerprint(config) if is_model else None,
         env_kwargs=env_kwargs,
     )
     out = _out_dir(config, args, settings.split, _who(config, model))
@@ -223,7 +223,7 @@ def _run_datasets(config: Config, args: argparse.Namespace) -> int:
         top_p=rollout.top_p,
         max_new_tokens=rollout.max_new_tokens,
         limit=limit,
-        prompt=config.prompt_template,
+        prompt=_prompt_fingerprint(config),
     )
     out = _out_dir(config, args, "+".join(datasets), _who(config, model))
     data_dir = config.env.kwargs.get("data_dir")
@@ -243,6 +243,13 @@ def _run_datasets(config: Config, args: argparse.Namespace) -> int:
     print(result.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _prompt_fingerprint(config: Config) -> str:
+    """The template's name and content digest: a resumed evaluation with an edited template is refused."""
+    from agentpo.rollout.prompting import PromptTemplate
+
+    return PromptTemplate.load(config.prompt_template).fingerprint()
 
 
 def _sampling(config: Config) -> Any:

@@ -30,10 +30,12 @@ Literal braces in ``first``/``next``/``followup``/``history_entry`` are written 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
+import json
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -132,6 +134,11 @@ class PromptTemplate:
             stop=tuple(stop),
             **texts,
         )
+
+    def fingerprint(self) -> str:
+        """``name@<12 hex digits>``: the name and a digest of every field, so an edited template reads as another."""
+        digest = hashlib.sha256(json.dumps(astuple(self)).encode("utf-8")).hexdigest()
+        return f"{self.name}@{digest[:12]}"
 
     def task(self, first_observation: str) -> str:
         """The ``{task}`` text of an episode, from its first observation."""

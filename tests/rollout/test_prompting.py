@@ -109,3 +109,11 @@ def test_prompt_builder_takes_lone_surrogates(tokenizer: PreTrainedTokenizerBase
     ids = builder.window_prompt("reach the goal", response, None, [HistoryItem("you are in room 1", response)], 1)
     assert ids and all(isinstance(i, int) for i in ids)
     assert builder.continuation(response, None, 1, ended_with=None)
+
+
+def test_a_fingerprint_names_the_template_and_changes_with_its_content() -> None:
+    template = PromptTemplate.load("corridor")
+    assert template.fingerprint() == PromptTemplate.load("corridor").fingerprint()
+    assert template.fingerprint().startswith("corridor@")
+    edited = PromptTemplate.from_dict("corridor", {**MINIMAL, "first": "{observation} ."})
+    assert edited.fingerprint() != PromptTemplate.from_dict("corridor", MINIMAL).fingerprint()
