@@ -254,6 +254,34 @@ def test_progress_counts_every_turn_and_episode(
     assert bars[-1].turns == sum(len(e.turns) for e in episodes) and bars[-1].episodes == len(episodes) == 6
 
 
+@pytest.mark.alfworld
+def test_async_alfworld_episodes_are_valid(tmp_path: Path, alfworld_data_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentpo.models.tiny import build_tiny_model
+
+    words = ["<", ">", "/", "action", "look", "go", "to", "desk", "1", "inventory", "take", "from"]
+    model_dir = build_tiny_model(tmp_path / "model", words, hidden_size=32, num_layers=1, num_heads=2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    recorder = RecordingEngine(TransformersEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer))
+    settings = RolloutSettings(
+        group_size=2, max_turns=3, history=2, sampling=SamplingParams(max_new_tokens=8), prompt="alfworld", mode="async"
+    )
+    env_kwargs = {"data_dir": str(alfworld_data_dir), "split": "valid_unseen"}
+    with EnvPool("agentpo/ALFWorld-v0", 4, env_kwargs=env_kwargs, num_workers=2) as pool:
+        episodes = RolloutManager(recorder, tokenizer, pool, settings).collect([0, 1], seed=3)
+    assert [(e.episode_id, e.group_id) for e in episodes] == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    for episode in episodes:
+        assert episode.env_error is None and episode.task_id and episode.task_type
+        assert len(episode.turns) == 3 and episode.turns[-1].truncated and not episode.won
+        assert all(t.observation and len(t.response_ids) == len(t.response_logprobs) >= 1 for t in episode.turns)
+    assert episodes[0].task_id == episodes[1].task_id != episodes[2].task_id == episodes[3].task_id
+    batch = collate(episodes, pad_token_id=tokenizer.pad_token_id)
+    assert int(batch.action_mask.sum()) == sum(len(g.token_ids) for _, g in recorder.samples) == sum(
+        len(t.response_ids) for e in episodes for t in e.turns
+    )
+
+
 def test_template_stop_strings_join_the_sampling_settings(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
     settings = RolloutSettings(prompt="alfworld", sampling=SamplingParams(stop=("\n\n",)))
     with EnvPool(CORRIDOR, 1) as pool:
