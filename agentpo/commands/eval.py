@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="math problems per generate call (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="ALFWorld env worker processes (default 2)")
     parser.add_argument("--envs", type=int, default=8, help="ALFWorld games played at once (default 8)")
+    parser.add_argument(
+        "--rollout-mode",
+        default="lockstep",
+        choices=["lockstep", "async"],
+        help="ALFWorld model games: lockstep (one generate per turn of all games) or async (each game at its "
+        "own pace; see rollout.mode)",
+    )
     parser.add_argument("--data-dir", help="ALFWorld data root (else $ALFWORLD_DATA) or math data ($AGENTPO_MATH_DATA)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (default 1)")
@@ -189,6 +196,7 @@ def _rollout_manager(args: argparse.Namespace, pool: Any) -> Any:
         history=args.history,
         sampling=_sampling(args),
         prompt=args.prompt or DEFAULT_PROMPTS[ALFWORLD],
+        mode=args.rollout_mode,
     )
     return RolloutManager(engine, tokenizer, pool, settings)
 

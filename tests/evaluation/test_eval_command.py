@@ -33,6 +33,20 @@ def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Pat
     assert len((tmp_path / "games.jsonl").read_text().splitlines()) == 6
 
 
+@pytest.mark.alfworld
+def test_a_model_plays_alfworld_in_async_mode(alfworld_data_dir: Path, tmp_path: Path) -> None:
+    from agentpo.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", ["<", ">", "/", "action", "look", "go", "to"],
+                                 hidden_size=32, num_layers=1, num_heads=2)
+    argv = ["--model", str(model_dir), "--limit", "2", "--seeds", "1", "--max-steps", "2", "--max-new-tokens", "4",
+            "--envs", "2", "--workers", "2", "--rollout-mode", "async", "--data-dir", str(alfworld_data_dir),
+            "--out", str(tmp_path / "eval")]
+    assert _run(argv) == 0
+    games = [json.loads(line) for line in (tmp_path / "eval" / "games.jsonl").read_text().splitlines()]
+    assert len(games) == 2 and all(g["steps"] == 2 and g["env_error"] is None for g in games)
+
+
 def test_math_with_a_tiny_model_checkpoint(math_data_dir: Path, tmp_path: Path) -> None:
     from agentpo.models.tiny import build_tiny_model
 
