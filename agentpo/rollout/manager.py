@@ -20,6 +20,7 @@ tokens plus the chat template's continuation tokens. Exceptions to the invariant
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -101,6 +102,10 @@ class _Live:
 #: How long an async collection lets the engine run before it looks at the envs again, when env
 #: calls are in flight (an engine that generates in the caller's thread returns when its batch does).
 ENGINE_POLL_S = 0.02
+#: When the engine has nothing to do, an async collection waits for the first env answer and then up
+#: to this share of the engine's last poll for more, so that an engine that generates one batch per
+#: poll does not start a batch with the first answer alone while the others arrive a moment later.
+GATHER_SHARE = 0.25
 
 
 def turn_seed(seed: int, turn: int) -> int:
@@ -246,6 +251,7 @@ class RolloutManager:
         starting: dict[int, Episode] = {}  # slots whose reset is in flight
         asking: dict[int, list[int]] = {}  # slots waiting on the engine: the turn's new prompt tokens
         stepping: dict[int, tuple[list[int], Generation, str | None]] = {}  # slots whose step is in flight
+        last_poll_s = 0.0
         while True:
             starts = self._take(waiting, free_slots)
             if starts:
@@ -253,8 +259,7 @@ class RolloutManager:
                 starting.update(starts)
             if not (starting or stepping or asking):
                 return
-            # While the engine has work, take only the env answers already there; else wait for one.
-            for slot, result in self.pool.collect(timeout=0 if asking else None).items():
+            for slot, result in self._env_answers(bool(asking), GATHER_SHARE * last_poll_s).items():
                 if slot in starting:
                     state = self._start(starting.pop(slot), *cast(tuple[str, dict[str, Any]], result))
                     if state is None:
@@ -275,12 +280,26 @@ class RolloutManager:
                 engine.submit(Request(slot, engine_prompt, sampling))
             if asking:
                 actions = {}
-                for slot, generation in engine.poll(timeout=ENGINE_POLL_S if starting or stepping else None):
+                poll_started = time.perf_counter()
+                polled = engine.poll(timeout=ENGINE_POLL_S if starting or stepping else None)
+                last_poll_s = time.perf_counter() - poll_started
+                for slot, generation in polled:
                     slot = cast(int, slot)
                     action, actions[slot] = self._move(generation)
                     stepping[slot] = (asking.pop(slot), generation, action)
                 if actions:
                     self.pool.send_step(actions)
+
+    def _env_answers(self, engine_busy: bool, gather_s: float) -> dict[int, Any]:
+        """The env answers to act on now: while the engine has requests, only those already there;
+        when it is idle, the first to arrive and any others within ``gather_s`` seconds."""
+        if engine_busy:
+            return self.pool.collect(timeout=0)
+        answers = self.pool.collect()
+        deadline = time.monotonic() + gather_s
+        while (left := deadline - time.monotonic()) > 0 and (more := self.pool.collect(timeout=left)):
+            answers.update(more)
+        return answers
 
     def _take(self, waiting: deque[Episode], free_slots: list[int]) -> dict[int, Episode]:
         """Assign waiting episodes to free slots (as many as there are of both)."""
