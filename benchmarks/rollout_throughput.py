@@ -3,7 +3,7 @@
 One collection (``RolloutManager.collect``) of a fixed workload per case, timed from the first reset
 to the last episode's end, with random-init tiny models (``agentpo.models.tiny``) of two sizes:
 
-* ``4M``: hidden 256, 4 layers, 8 heads (head_dim 32); ``30M``: hidden 512, 9 layers, 8 heads
+* ``4M``: hidden 256, 4 layers, 8 heads (head_dim 32); ``30M``: hidden 512, 7 layers, 8 heads
   (head_dim 64). vLLM's CPU backend needs head_dim 32 or more.
 * ALFWorld: ``--games`` valid_unseen games evenly spaced over the sorted list x ``--attempts``, at most
   ``--turns`` turns, history 2, the ``alfworld`` prompt (admissible actions listed), ``--tokens``
@@ -51,7 +51,7 @@ CASES = {
     "vllm-async": ("vllm", "async"),
 }
 #: name -> (hidden_size, num_layers, num_heads)
-MODELS = {"4M": (256, 4, 8), "30M": (512, 9, 8)}
+MODELS = {"4M": (256, 4, 8), "30M": (512, 7, 8)}
 WORKLOADS = ("alfworld", "corridor")
 QUICK = {"games": 8, "attempts": 2, "turns": 8, "tokens": 16}
 FULL = {"games": 24, "attempts": 4, "turns": 20, "tokens": 32}
