@@ -249,7 +249,7 @@ class RolloutConfig:
         "episode at its own pace, the engine batching whatever is pending while envs step (seeded per "
         "episode and turn, exact up to floating-point differences of batch composition)",
     )
-    max_in_flight: int = option(0, "async: most episodes played at once (0: the whole batch, one env slot each)")
+    max_in_flight: int = option(0, "most episodes played at once, one env slot each (0: the whole batch)")
     prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
     temperature: float = option(1.0, "sampling temperature (> 0); the trainer recomputes log-probs at the same one")
     top_p: float = option(1.0, "nucleus sampling mass in (0, 1]; < 1 makes sampling log-probs differ from the policy's")

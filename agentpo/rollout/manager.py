@@ -203,7 +203,7 @@ class RolloutManager:
     ) -> None:
         """Every live episode plays its turn in one batched generate, then every env steps."""
         waiting = deque(episodes)
-        free_slots = list(range(self.pool.num_envs))
+        free_slots = self._slots()
         live: dict[int, _Live] = {}
         iteration = 0
         while waiting or live:
@@ -246,7 +246,7 @@ class RolloutManager:
         if engine.in_flight:
             raise RuntimeError(f"the engine already has {engine.in_flight} requests in flight from another caller")
         waiting = deque(episodes)
-        free_slots = list(range(min(self.pool.num_envs, self.settings.max_in_flight or self.pool.num_envs)))
+        free_slots = self._slots()
         live: dict[int, _Live] = {}
         starting: dict[int, Episode] = {}  # slots whose reset is in flight
         asking: dict[int, list[int]] = {}  # slots waiting on the engine: the turn's new prompt tokens
@@ -300,6 +300,10 @@ class RolloutManager:
         while (left := deadline - time.monotonic()) > 0 and (more := self.pool.collect(timeout=left)):
             answers.update(more)
         return answers
+
+    def _slots(self) -> list[int]:
+        """The pool slots a collection uses: all of them, or the first ``max_in_flight``."""
+        return list(range(min(self.pool.num_envs, self.settings.max_in_flight or self.pool.num_envs)))
 
     def _take(self, waiting: deque[Episode], free_slots: list[int]) -> dict[int, Episode]:
         """Assign waiting episodes to free slots (as many as there are of both)."""

@@ -34,12 +34,13 @@ class RecordingEngine:
         self.samples: list[tuple[list[int], Generation]] = []
         self.samplings: list[SamplingParams] = []  # one per generate call or per request
         self.requests: dict[Hashable, Request] = {}
-        self.poll_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # prompts per generate call / results per poll
 
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
         generations = self.inner.generate(prompts, sampling)
         self.samples += [(list(p), g) for p, g in zip(prompts, generations)]
         self.samplings.append(sampling)
+        self.batch_sizes.append(len(prompts))
         return generations
 
     def submit(self, request: Request) -> None:
@@ -51,7 +52,7 @@ class RecordingEngine:
     def poll(self, timeout: float | None = None) -> list[tuple[Hashable, Generation]]:
         results = self.inner.poll(timeout)
         self.samples += [(list(self.requests.pop(key).prompt), g) for key, g in results]
-        self.poll_sizes.append(len(results))
+        self.batch_sizes.append(len(results))
         return results
 
     @property
@@ -223,7 +224,11 @@ def test_max_in_flight_bounds_the_episodes_played_at_once(engine: TransformersEn
     recorder = RecordingEngine(engine)
     episodes = collect(recorder, tokenizer, [0, 1, 2], mode="async", max_in_flight=2, num_envs=8)
     assert len(episodes) == 9 and all(e.turns for e in episodes)
-    assert max(recorder.poll_sizes) <= 2 and sum(recorder.poll_sizes) == sum(len(e.turns) for e in episodes)
+    assert max(recorder.batch_sizes) <= 2 and sum(recorder.batch_sizes) == sum(len(e.turns) for e in episodes)
+    recorder = RecordingEngine(engine)
+    episodes = collect(recorder, tokenizer, [0, 1, 2], mode="lockstep", max_in_flight=2, num_envs=8)
+    assert len(episodes) == 9 and all(e.turns for e in episodes)
+    assert max(recorder.batch_sizes) <= 2 and sum(recorder.batch_sizes) == sum(len(e.turns) for e in episodes)
 
 
 def test_async_mode_needs_a_streaming_engine(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
