@@ -103,8 +103,9 @@ class _Live:
 #: calls are in flight (an engine that generates in the caller's thread returns when its batch does).
 ENGINE_POLL_S = 0.02
 #: When the engine has nothing to do, an async collection waits for the first env answer and then up
-#: to this share of the engine's last poll for more, so that an engine that generates one batch per
-#: poll does not start a batch with the first answer alone while the others arrive a moment later.
+#: to this share of the engine's last poll (at least ENGINE_POLL_S) for more, so that an engine that
+#: generates one batch per poll does not start a batch with the first answer alone while the others
+#: arrive a moment later.
 GATHER_SHARE = 0.25
 
 
@@ -259,7 +260,8 @@ class RolloutManager:
                 starting.update(starts)
             if not (starting or stepping or asking):
                 return
-            for slot, result in self._env_answers(bool(asking), GATHER_SHARE * last_poll_s).items():
+            gather_s = max(GATHER_SHARE * last_poll_s, ENGINE_POLL_S)
+            for slot, result in self._env_answers(bool(asking), gather_s).items():
                 if slot in starting:
                     state = self._start(starting.pop(slot), *cast(tuple[str, dict[str, Any]], result))
                     if state is None:
