@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,27 +269,34 @@ def run_in_subprocess(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """The results as a markdown table, with each row's speed-up over transformers lockstep."""
-    baseline = {
-        (r["workload"], r["size"]): r["episodes_per_s"]
-        for r in results
-        if r["case"] == "transformers-lockstep" and "error" not in r
-    }
+    """Medians over the repeats as a markdown table, with each case's speed-up over transformers
+    lockstep (the median of the per-repeat ratios, and each repeat's ratio)."""
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        runs.setdefault((r["workload"], r["size"], r["case"]), []).append(r)
     rows = [
-        "| workload | model | case | episodes | turns | tokens | wall (s) | episodes/s | tokens/s | vs lockstep "
-        "| env wait | engine |",
+        "| workload | model | case | episodes | turns | tokens | wall (s) | episodes/s | tokens/s "
+        "| vs lockstep (per repeat) | env wait | engine |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in results:
-        if "error" in r:
-            rows.append(f"| {r['workload']} | {r['size']} | {r['case']} | not run: {r['error']} |" + " |" * 8)
+    for (workload, size, case), group in runs.items():
+        done = [r for r in group if "error" not in r]
+        if not done:
+            rows.append(f"| {workload} | {size} | {case} | not run: {group[0]['error']} |" + " |" * 8)
             continue
-        base = baseline.get((r["workload"], r["size"]))
-        ratio = f"{r['episodes_per_s'] / base:.2f}x" if base else "-"
+        base = {r["repeat"]: r for r in runs.get((workload, size, "transformers-lockstep"), []) if "error" not in r}
+        ratios = [r["episodes_per_s"] / base[r["repeat"]]["episodes_per_s"] for r in done if r["repeat"] in base]
+        ratio = f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else "-"
+
+        def median(key: str, runs: list[dict[str, Any]] = done) -> float:
+            return statistics.median(r[key] for r in runs)
+
+        first = done[0]
         rows.append(
-            f"| {r['workload']} | {r['size']} ({r['parameters'] / 1e6:.1f}M) | {r['case']} | {r['episodes']} | "
-            f"{r['turns']} | {r['tokens']} | {r['wall_s']:.1f} | {r['episodes_per_s']:.3f} | "
-            f"{r['tokens_per_s']:.0f} | {ratio} | {r['env_wait_share']:.0%} | {r['engine_share']:.0%} |"
+            f"| {workload} | {size} ({first['parameters'] / 1e6:.1f}M) | {case} | {first['episodes']} | "
+            f"{median('turns'):.0f} | {median('tokens'):.0f} | {median('wall_s'):.1f} | "
+            f"{median('episodes_per_s'):.3f} | {median('tokens_per_s'):.0f} | {ratio} | "
+            f"{median('env_wait_share'):.0%} | {median('engine_share'):.0%} |"
         )
     return "\n".join(rows)
 
@@ -305,6 +313,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--sizes", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every case, in rotating order (medians)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is abandoned")
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--case-spec", help=argparse.SUPPRESS)  # internal: run one case in this process
@@ -327,19 +336,21 @@ def main() -> None:
             games = alfworld_games(data_dir, workload_size["games"]) if workload == "alfworld" and data_dir else []
             models = build_models(workload, args.sizes, games, data_dir, Path(scratch))
             for size in args.sizes:
-                for case in args.cases:
-                    spec = {
-                        "case": case, "workload": workload, "size": size, "model_dir": models[size],
-                        "data_dir": data_dir, "games": games or workload_size["games"], "envs": args.envs,
-                        "workers": args.workers, **{k: v for k, v in workload_size.items() if k != "games"},
-                    }
-                    result = run_in_subprocess(spec, args.timeout)
-                    result.pop("games", None)
-                    result.pop("model_dir", None)
-                    results.append(result)
-                    print(json.dumps(result), file=sys.stderr, flush=True)
+                for repeat in range(args.repeats):
+                    shift = repeat % len(args.cases)  # each repeat starts with another case
+                    for case in args.cases[shift:] + args.cases[:shift]:
+                        spec = {
+                            "case": case, "workload": workload, "size": size, "model_dir": models[size],
+                            "data_dir": data_dir, "games": games or workload_size["games"], "envs": args.envs,
+                            "workers": args.workers, **{k: v for k, v in workload_size.items() if k != "games"},
+                        }
+                        result = {**run_in_subprocess(spec, args.timeout), "repeat": repeat}
+                        result.pop("games", None)
+                        result.pop("model_dir", None)
+                        results.append(result)
+                        print(json.dumps(result), file=sys.stderr, flush=True)
     load = os.getloadavg()
-    print(f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; "
+    print(f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; {args.repeats} repeats; "
           f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(table(results))
     if args.out:
