@@ -1,7 +1,13 @@
 """Multi-turn rollouts: engines, prompt templates, action parsing, episodes and their training tensors."""
 
 from agentpo.rollout.batch import TrainBatch, collate
-from agentpo.rollout.engines.base import Engine, Generation, Request, SamplingParams, StreamingEngine
+from agentpo.rollout.engines.base import (
+    Engine,
+    Generation,
+    Request,
+    SamplingParams,
+    StreamingEngine,
+)
 from agentpo.rollout.episode import Episode, Turn
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.rollout.prompting import DEFAULT_PROMPTS, PromptTemplate

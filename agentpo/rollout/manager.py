@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from transformers import PreTrainedTokenizerBase
 
-from agentpo.rollout.engines.base import Engine, Generation, Request, SamplingParams, StreamingEngine
+from agentpo.rollout.engines.base import (
+    Engine,
+    Generation,
+    Request,
+    SamplingParams,
+    StreamingEngine,
+)
 from agentpo.rollout.episode import Episode, Turn
 from agentpo.rollout.parsing import get_parser
 from agentpo.rollout.progress import RolloutProgress

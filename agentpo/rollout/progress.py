@@ -8,6 +8,7 @@ with ``logging.progress``.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from tqdm.auto import tqdm
 
@@ -43,7 +44,7 @@ class RolloutProgress:
         """Remove the bar."""
         self._bar.close()
 
-    def __enter__(self) -> RolloutProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

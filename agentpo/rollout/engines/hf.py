@@ -18,7 +18,12 @@ from dataclasses import replace
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from agentpo.rollout.engines.base import FinishReason, Generation, Request, SamplingParams
+from agentpo.rollout.engines.base import (
+    FinishReason,
+    Generation,
+    Request,
+    SamplingParams,
+)
 
 #: Where a batch's random numbers come from: one generator for all rows (None: torch's global one),
 #: or a list with one generator per row, so that a row's draws do not depend on the other rows.
