@@ -25,8 +25,8 @@ flight), one torch thread, and a short untimed warm-up collection (worker start,
 passes, ALFWorld's translation cache). Reported: episodes/s, generated tokens/s, and the share of
 the wall time the rollout loop spent inside EnvPool calls (waiting on envs) and inside the engine.
 
-    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py          # quick
-    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --full   # issue #9
+    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --repeats 2   # quick
+    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --full              # issue #9
 
 ``--full`` is the issue's workload (24 games x 4 attempts, 20 turns, 32 tokens); the default quick
 mode plays 8 games x 2 attempts x 8 turns with 16 tokens. The machine may be shared: compare the
