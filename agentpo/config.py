@@ -234,6 +234,13 @@ class RolloutConfig:
     group_size: int = option(8, "G: attempts per task; advantages compare the G episodes of a task (>= 2)")
     max_turns: int = option(50, "actions per episode before it is cut off (default: the env's, see `agentpo envs list`)")
     history: int = option(2, "past turns shown in each prompt (-1: the full history)")
+    mode: Literal["lockstep", "async"] = option(
+        "lockstep",
+        "lockstep: one batched generate per turn of every live episode (bit-exact for a seed); async: each "
+        "episode at its own pace, the engine batching whatever is pending while envs step (seeded per "
+        "episode and turn, exact up to floating-point differences of batch composition)",
+    )
+    max_in_flight: int = option(0, "most episodes played at once, one env slot each (0: the whole batch)")
     prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
     temperature: float = option(
         1.0, "sampling temperature (> 0; default: the env's); the trainer recomputes log-probs at the same one"
@@ -261,6 +268,7 @@ class RolloutConfig:
         _require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _require(self.invalid_action_penalty >= 0, "invalid_action_penalty", "must be >= 0")
         _require(self.max_batch_size >= 0, "max_batch_size", f"must be >= 0, got {self.max_batch_size}")
+        _require(self.max_in_flight >= 0, "max_in_flight", f"must be >= 0, got {self.max_in_flight}")
 
 
 @dataclass(frozen=True)

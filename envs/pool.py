@@ -301,16 +301,21 @@ class EnvPool:
             self._in_flight.add(slot)
         self._send("step", live)
 
-    def collect(self, slots: Iterable[int] | None = None) -> Results:
+    def collect(self, slots: Iterable[int] | None = None, *, timeout: float | None = None) -> Results:
         """Results of sent calls: ``slot -> (obs, info)`` for a reset, the step 5-tuple for a step.
 
         With ``slots``, waits until each of those slots has its result and returns just those; without,
-        waits until at least one call has finished and returns every finished one. Either way a slot's
-        result is returned once; ``{}`` when no call is in flight.
+        waits until at least one call has finished (or ``timeout`` seconds have passed: 0 takes only
+        what has already arrived) and returns every finished one. Either way a slot's result is
+        returned once; ``{}`` when no call is in flight (or none finished in time).
         """
         if slots is None:
+            end = None if timeout is None else time.monotonic() + timeout
             while self._in_flight and not self._finished:
-                self._receive()
+                left = None if end is None else max(0.0, end - time.monotonic())
+                self._receive(left)
+                if left == 0.0:
+                    break
             wanted = list(self._finished)
         else:
             wanted = list(slots)
@@ -385,8 +390,8 @@ class EnvPool:
             self._local[slot] = _replace_env(self._local[slot], self._spec, self._env_kwargs)
             return _FAILED[command](_describe(exc))
 
-    def _receive(self) -> None:
-        """Wait for the next answer of any busy worker (or a deadline) and file what arrived."""
+    def _receive(self, limit: float | None = None) -> None:
+        """Wait for the next answer of any busy worker (or a deadline, or ``limit`` s) and file what arrived."""
         now = time.monotonic()
         for worker in self._workers:
             if worker.queue and worker.deadline <= now:
@@ -397,6 +402,8 @@ class EnvPool:
             return
         # Blocks in the kernel (no polling) until an answer arrives or the nearest deadline passes.
         timeout = max(0.0, min(worker.deadline for worker in busy.values()) - now)
+        if limit is not None:
+            timeout = min(timeout, limit)
         for conn in multiprocessing.connection.wait(list(busy), timeout=timeout):
             worker = busy[conn]
             try:

@@ -65,6 +65,8 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"model": {"source": "pretrained"}}, "model.path"),
         ({**TINY, "env": {"id": "agentpo/Nowhere-v0"}}, "env.id"),
         ({**TINY, "rollout": {"group_size": 1}}, "rollout.group_size"),
+        ({**TINY, "rollout": {"mode": "eager"}}, "rollout.mode"),
+        ({**TINY, "rollout": {"max_in_flight": -1}}, "rollout.max_in_flight"),
         ({**TINY, "train": {"batch_tasks": 1, "minibatches": 9}, "rollout": {"group_size": 4}}, "train.minibatches"),
         ({**TINY, "train": {"micro_batch_episodes": 100}}, "train.micro_batch_episodes"),
         ({**TINY, "logging": {"tensorboard": "maybe"}}, "logging.tensorboard"),

@@ -270,6 +270,8 @@ def _rollout_manager(config: Config, model: str, pool: Any) -> Any:
         history=config.rollout.history,
         sampling=_sampling(config),
         prompt=config.prompt_template,
+        mode=config.rollout.mode,
+        max_in_flight=config.rollout.max_in_flight,
     )
     return RolloutManager(engine, tokenizer, pool, settings)
 

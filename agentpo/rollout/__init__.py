@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentpo.rollout.batch import TrainBatch, collate
-    from agentpo.rollout.engines.base import Engine, Generation, SamplingParams
+    from agentpo.rollout.engines.base import Engine, Generation, Request, SamplingParams, StreamingEngine
     from agentpo.rollout.episode import Episode, Turn
     from agentpo.rollout.manager import RolloutManager, RolloutSettings
     from agentpo.rollout.prompting import PromptTemplate
@@ -21,9 +21,11 @@ _EXPORTS = {
     "Episode": "agentpo.rollout.episode",
     "Generation": "agentpo.rollout.engines.base",
     "PromptTemplate": "agentpo.rollout.prompting",
+    "Request": "agentpo.rollout.engines.base",
     "RolloutManager": "agentpo.rollout.manager",
     "RolloutSettings": "agentpo.rollout.manager",
     "SamplingParams": "agentpo.rollout.engines.base",
+    "StreamingEngine": "agentpo.rollout.engines.base",
     "TrainBatch": "agentpo.rollout.batch",
     "Turn": "agentpo.rollout.episode",
     "collate": "agentpo.rollout.batch",
@@ -34,9 +36,11 @@ __all__ = [
     "Episode",
     "Generation",
     "PromptTemplate",
+    "Request",
     "RolloutManager",
     "RolloutSettings",
     "SamplingParams",
+    "StreamingEngine",
     "TrainBatch",
     "Turn",
     "collate",

@@ -181,6 +181,9 @@ class Trainer:
             sampling=sampling,
             invalid_action_penalty=rollout.invalid_action_penalty,
             prompt=config.prompt_template,
+            mode=rollout.mode,
+            max_in_flight=rollout.max_in_flight,
+            progress=config.logging.progress,
         )
         self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
         self.recompute_old_logprobs = should_recompute_old_logprobs(

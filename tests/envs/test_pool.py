@@ -136,6 +136,18 @@ def test_send_and_collect_return_each_slot_as_it_finishes():
             pool.collect([1])
 
 
+def test_collect_with_a_timeout_returns_what_has_finished_by_then():
+    with EnvPool(FAULTY, 2, num_workers=2) as pool:
+        pool.reset({0: (0, None), 1: (1, None)})
+        pool.send_step({0: "sleep 1.5"})
+        assert pool.collect(timeout=0) == {}
+        assert pool.collect(timeout=0.05) == {}
+        pool.send_step({1: "look"})
+        assert pool.collect(timeout=1.0)[1][0] == "echo look"
+        assert pool.collect(timeout=10.0)[0][0] == "echo sleep 1.5"
+        assert pool.collect(timeout=0) == {}
+
+
 def test_a_worker_runs_queued_calls_in_order_and_times_each_one():
     with EnvPool(FAULTY, 2, num_workers=1, step_timeout=1.0) as pool:
         pool.reset({0: (0, None), 1: (1, None)})

@@ -51,6 +51,20 @@ def test_resuming_under_other_settings_is_refused_naming_them(tmp_path: Path, ca
     assert "max_steps: 6 there, 4 now" in capsys.readouterr().err
 
 
+@pytest.mark.alfworld
+def test_a_model_plays_alfworld_in_async_mode(alfworld_data_dir: Path, tmp_path: Path) -> None:
+    from agentpo.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", ["<", ">", "/", "action", "look", "go", "to"],
+                                 hidden_size=32, num_layers=1, num_heads=2)
+    argv = [f"model.path={model_dir}", "env.id=agentpo/ALFWorld-v0", f"env.kwargs.data_dir={alfworld_data_dir}",
+            "env.num_workers=2", "eval.tasks=2", "eval.seeds=1", "rollout.max_turns=2", "rollout.max_new_tokens=4",
+            "rollout.mode=async", "--out", str(tmp_path / "eval")]
+    assert _run(argv) == 0
+    games = [json.loads(line) for line in (tmp_path / "eval" / "games.jsonl").read_text().splitlines()]
+    assert len(games) == 2 and all(g["steps"] == 2 and g["env_error"] is None for g in games)
+
+
 def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) -> None:
     from agentpo.models.tiny import build_tiny_model
 

@@ -1,6 +1,8 @@
-"""The transformers engine: exact log-probs (teacher forcing), padding, stopping, seeds, weight reload."""
+"""The transformers engine: exact log-probs (teacher forcing), padding, stopping, seeds, weight reload, streaming."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from agentpo.envs.corridor import CorridorEnv
 from agentpo.models.tiny import build_tiny_model
-from agentpo.rollout.engines.base import Generation, SamplingParams
+from agentpo.rollout.engines.base import Generation, Request, SamplingParams
 from agentpo.rollout.engines.hf import TransformersEngine, draw, sample_tokens
 
 
@@ -113,6 +115,38 @@ def test_shared_prompts_are_prefilled_once_with_exact_results(
     greedy = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12))
     alone = {len(p): engine.generate([p], SamplingParams(temperature=0.0, max_new_tokens=12))[0] for p in (short, long)}
     assert [g.token_ids for g in greedy] == [alone[len(p)].token_ids for p in prompts]
+
+
+def test_streamed_requests_sample_from_their_own_seed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A request's sample depends on its prompt and seed, not on what shares its batch; log-probs stay exact."""
+    prompts = ragged_prompts(len(tokenizer), [6, 3, 9, 3, 5])
+    sampling = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=12)
+    engine = TransformersEngine(model, tokenizer, max_batch_size=3)
+    assert engine.poll() == [] and engine.in_flight == 0
+    for i, prompt in enumerate(prompts):
+        engine.submit(Request(("ep", i), prompt, replace(sampling, seed=100 + i)))
+    engine.submit(Request("other-settings", prompts[0], SamplingParams(temperature=0.0, max_new_tokens=5)))
+    assert engine.in_flight == 6
+    together = engine.poll()
+    assert engine.in_flight == 0 and engine.poll() == []
+    assert [key for key, _ in together] == [("ep", i) for i in range(5)] + ["other-settings"]
+    assert together[-1][1].token_ids == engine.generate([prompts[0]], SamplingParams(temperature=0.0, max_new_tokens=5))[0].token_ids
+    for i, prompt in enumerate(prompts):
+        engine.submit(Request(i, prompt, replace(sampling, seed=100 + i)))
+        [(key, alone)] = engine.poll()
+        assert key == i and alone.token_ids == together[i][1].token_ids
+        expected = teacher_forced_logprobs(model, prompt, alone.token_ids, 0.8)
+        torch.testing.assert_close(torch.tensor(together[i][1].logprobs), expected, atol=1e-5, rtol=0)
+    # Same prompt, other seeds: the rows of one batch draw independently.
+    for seed in range(8):
+        engine.submit(Request(seed, prompts[1], replace(sampling, seed=seed)))
+    assert len({tuple(g.token_ids) for _, g in engine.poll()}) > 2
+
+
+def test_submit_rejects_an_empty_prompt(engine: TransformersEngine) -> None:
+    with pytest.raises(ValueError, match="request 'k' has an empty prompt"):
+        engine.submit(Request("k", [], SamplingParams()))
+    assert engine.in_flight == 0
 
 
 def check_finish(generation: Generation, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams) -> None:

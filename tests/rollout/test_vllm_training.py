@@ -50,11 +50,12 @@ def test_untied_head_follows_an_optimizer_step(tmp_path: Path) -> None:
     assert after != before
 
 
-def test_a_short_run_keeps_the_engine_on_the_trained_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["lockstep", "async"])
+def test_a_short_run_keeps_the_engine_on_the_trained_weights(tmp_path: Path, mode: str) -> None:
     config = tiny_config(
         tmp_path,
         model={"tiny": SHAPE},
-        rollout={"engine": "vllm"},
+        rollout={"engine": "vllm", "mode": mode},
         algorithm={"tis_cap": 2.0},
         train={"steps": 3},
     )

@@ -1,4 +1,5 @@
-"""The quick start learns: configs/quickstart.yaml (smaller eval, no checkpoints), fixed seeds, random level -> >= 60%."""
+"""The quick start learns in both rollout modes: configs/quickstart.yaml (smaller eval, no checkpoints), fixed
+seeds, random level -> >= 60%."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_quickstart_learns_the_corridor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["lockstep", "async"])
+def test_quickstart_learns_the_corridor(tmp_path: Path, mode: str) -> None:
     config = load_config(
         REPO / "configs" / "quickstart.yaml",
         [f"run_dir={tmp_path}", "eval.tasks=100", "train.checkpoint_every=0",
-         "logging.progress=false", "logging.tensorboard=false"],
+         "logging.progress=false", "logging.tensorboard=false", f"rollout.mode={mode}"],
     )
     trainer = Trainer(config)
     try:

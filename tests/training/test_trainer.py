@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from agentpo import cli
 from agentpo.commands import train as train_command
 from agentpo.training import logprobs as logprobs_module
 from agentpo.training.checkpoint import checkpoint_path
+from agentpo.training.logger import read_metrics
 from agentpo.training.logprobs import shared_prefix
 from agentpo.training.trainer import Trainer
 
@@ -92,6 +94,26 @@ def test_resume_repeats_the_uninterruptedrun_training(tmp_path: Path) -> None:
     assert checkpoint_path(interrupted.run_dir, 2).is_dir()
     resumed = run_training(tiny_config(tmp_path / "cut", train={"checkpoint_every": 2}), resume=True)
     assert without_timing(resumed) == without_timing(full)
+
+
+def test_async_rollouts_train_and_validate_from_the_config(tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path,
+        rollout={"mode": "async", "max_in_flight": 8},
+        env={"num_workers": 2},
+        eval={"every": 2, "tasks": 4},
+        train={"checkpoint_every": 0},
+    )
+    trainer = Trainer(config)
+    try:
+        assert trainer.rollout.settings.mode == trainer.validation.agent.manager.settings.mode == "async"  # type: ignore[union-attr]
+        trainer.fit()
+    finally:
+        trainer.close()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) and 1 <= r["turns"] <= 3 for r in records)
+    assert [r["step"] for r in records if "val/success_rate" in r] == [2, 4]
 
 
 def loss_curve(run_dir: Path) -> dict[str, list[float]]:

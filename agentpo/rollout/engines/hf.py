@@ -4,19 +4,42 @@ Works on a CPU with any ``AutoModelForCausalLM``. Its own loop (rather than ``mo
 keeps the contract of :mod:`agentpo.rollout.engines.base` exact: the log-prob of each sampled token
 under ``log_softmax(logits / temperature)``, per-sequence stop strings, and rows that finish leave
 the batch (their KV cache rows are dropped) so the remaining rows run faster.
+
+It is also a :class:`~agentpo.rollout.engines.base.StreamingEngine`: ``submit`` queues requests and
+``poll`` generates, in the caller's thread, one batch of every request queued at that moment, each row
+drawing from its own seeded generator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from agentpo.rollout.engines.base import FinishReason, Generation, SamplingParams
+from agentpo.rollout.engines.base import (
+    FinishReason,
+    Generation,
+    Request,
+    SamplingParams,
+)
+
+#: Where a batch's random numbers come from: one generator for all rows (None: torch's global one),
+#: or a list with one generator per row, so that a row's draws do not depend on the other rows.
+Randomness = torch.Generator | list[torch.Generator | None] | None
 
 
-def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def uniforms(rows: int, randomness: Randomness, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[rows, 1]`` uniform numbers in [0, 1): from one generator, or one from each row's generator."""
+    if isinstance(randomness, list):
+        if len(randomness) != rows:
+            raise ValueError(f"{len(randomness)} generators for {rows} rows")
+        return torch.cat([torch.rand(1, generator=g, device=device, dtype=dtype) for g in randomness]).unsqueeze(-1)
+    return torch.rand(rows, 1, generator=randomness, device=device, dtype=dtype)
+
+
+def draw(weights: torch.Tensor, generator: Randomness) -> torch.Tensor:
     """One index per row of ``weights`` ``[B, V]`` (non-negative, any scale), drawn with probability
     proportional to its weight; an index of weight 0 is never drawn.
 
@@ -25,8 +48,7 @@ def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     ~17 ms.
     """
     totals = weights.cumsum(dim=-1)
-    uniform = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device, dtype=totals.dtype)
-    target = uniform * totals[:, -1:]
+    target = uniforms(weights.shape[0], generator, weights.device, totals.dtype) * totals[:, -1:]
     index = torch.searchsorted(totals, target, right=True)  # first i with totals[i] > target: weight > 0
     # The product can round up to the total; the first index reaching the total is the last with weight.
     index = torch.where(index == weights.shape[-1], torch.searchsorted(totals, target, right=False), index)
@@ -34,7 +56,7 @@ def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 def sample_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, generator: Randomness
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row and return it with its log-prob.
 
@@ -43,7 +65,7 @@ def sample_tokens(
         temperature: > 0 samples from ``softmax(logits / temperature)``; 0 takes the argmax.
         top_p: keep the smallest set of most likely tokens whose mass reaches ``top_p``, sample
             among them (1 keeps all).
-        generator: source of randomness (None: torch's global generator).
+        generator: source of randomness (None: torch's global generator; a list: one per row).
 
     Returns:
         tokens [B] (long) and logprobs [B] (float32): ``log_softmax(logits / temperature)`` at the
@@ -101,6 +123,7 @@ class TransformersEngine:
         self.eos_token_ids = _eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
         self.pad_token_id: int = pad
+        self._pending: list[Request] = []
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
@@ -108,9 +131,43 @@ class TransformersEngine:
         for i, prompt in enumerate(prompts):
             if len(prompt) == 0:
                 raise ValueError(f"prompt {i} is empty: an engine needs at least one token to condition on")
-        generator = None
-        if sampling.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        return self._generate_all(prompts, sampling, self._generator(sampling.seed))
+
+    def submit(self, request: Request) -> None:
+        """Queue a request for the next :meth:`poll`; see :class:`~agentpo.rollout.engines.base.StreamingEngine`."""
+        if len(request.prompt) == 0:
+            raise ValueError(f"request {request.key!r} has an empty prompt: an engine needs at least one token")
+        self._pending.append(request)
+
+    @torch.inference_mode()
+    def poll(self, timeout: float | None = None) -> list[tuple[Hashable, Generation]]:
+        """Generate every queued request and return them all, ``(key, generation)`` in submission order.
+
+        Generation runs here, in the caller's thread, so the call returns when the batch is done,
+        whatever ``timeout``; ``[]`` at once when nothing is queued. Requests that differ only in
+        their seed share one batch (each row draws from a generator seeded with its request's seed);
+        other sampling settings get a batch each.
+        """
+        requests, self._pending = self._pending, []
+        groups: dict[SamplingParams, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(replace(request.sampling, seed=None), []).append(index)
+        generations: dict[int, Generation] = {}
+        for sampling, group in groups.items():
+            generators = [self._generator(requests[i].sampling.seed) for i in group]
+            generations.update(zip(group, self._generate_all([requests[i].prompt for i in group], sampling, generators)))
+        return [(request.key, generations[i]) for i, request in enumerate(requests)]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet returned by :meth:`poll`."""
+        return len(self._pending)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+
+    def _generate_all(self, prompts: list[list[int]], sampling: SamplingParams, randomness: Randomness) -> list[Generation]:
+        """Responses in prompt order, from batches of at most ``max_batch_size`` prompts of similar length."""
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         size = self.max_batch_size or max(len(prompts), 1)
         results: dict[int, Generation] = {}
@@ -119,8 +176,9 @@ class TransformersEngine:
         try:
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]
-                for i, generation in zip(chunk, self._generate_batch([prompts[i] for i in chunk], sampling, generator)):
-                    results[i] = generation
+                chunk_randomness = [randomness[i] for i in chunk] if isinstance(randomness, list) else randomness
+                batch = self._generate_batch([prompts[i] for i in chunk], sampling, chunk_randomness)
+                results.update(zip(chunk, batch))
         finally:
             self.model.train(was_training)
         return [results[i] for i in range(len(prompts))]
@@ -130,7 +188,7 @@ class TransformersEngine:
         self.model.load_state_dict(dict(state_dict), strict=True)
 
     def _generate_batch(
-        self, prompts: Sequence[list[int]], sampling: SamplingParams, generator: torch.Generator | None
+        self, prompts: Sequence[list[int]], sampling: SamplingParams, generator: Randomness
     ) -> list[Generation]:
         batch = len(prompts)
         width = max(len(p) for p in prompts)
@@ -192,6 +250,8 @@ class TransformersEngine:
                     break
                 cache.batch_select_indices(keep_index)
                 next_position, sampled, active = next_position[keep_index], sampled[keep_index], active[keep_index]
+                if isinstance(generator, list):  # each remaining row keeps its own generator
+                    generator = [generator[i] for i in keep_index.tolist()]
                 if mask is not None:
                     mask = mask[keep_index]
             if mask is not None:
