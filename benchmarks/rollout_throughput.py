@@ -1,4 +1,4 @@
-"""Rollout throughput: transformers lockstep vs transformers async vs vLLM async, on ALFWorld and Corridor.
+"""Rollout throughput: lockstep vs async rollouts with the transformers and the vLLM engine, on ALFWorld and Corridor.
 
 One collection (``RolloutManager.collect``) of a fixed workload per case, timed from the first reset
 to the last episode's end, with random-init tiny models (``agentpo.models.tiny``) of two sizes:
@@ -17,8 +17,8 @@ Cases (each in a fresh process, so engine start-up, threads and memory are the c
 * ``transformers-lockstep``: today's loop, one batched generate per turn of every live episode;
 * ``transformers-async``: ``rollout.mode=async`` with the transformers engine (each ``poll`` is one
   batch of the requests pending when the previous batch ended);
-* ``vllm-async``: ``rollout.mode=async`` with ``agentpo.rollout.engines.vllm`` (continuous batching),
-  skipped with the reason when that engine cannot be built here.
+* ``vllm-lockstep`` / ``vllm-async``: the two modes with ``agentpo.rollout.engines.vllm`` (continuous
+  batching in async mode), skipped with the reason when that engine cannot be built here.
 
 Every case uses an EnvPool of ``--workers`` worker processes and ``--envs`` slots (episodes in
 flight), one torch thread, and a short untimed warm-up collection (worker start, first forward
@@ -49,6 +49,7 @@ from typing import Any
 CASES = {
     "transformers-lockstep": ("transformers", "lockstep"),
     "transformers-async": ("transformers", "async"),
+    "vllm-lockstep": ("vllm", "lockstep"),
     "vllm-async": ("vllm", "async"),
 }
 #: name -> (hidden_size, num_layers, num_heads)
@@ -207,12 +208,12 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     engine_start_s = time.perf_counter() - started
     if spec["workload"] == "alfworld":
         env_id, prompt = ALFWORLD, "alfworld"
-        env_kwargs = {"split": "valid_unseen", "data_dir": spec["data_dir"], "max_steps": spec["turns"]}
+        env_kwargs = {"split": "valid_unseen", "data_dir": spec["data_dir"], "max_episode_steps": spec["turns"]}
         seeds = [0] * len(spec["games"])
         options: list[dict | None] = [{"game_path": game} for game in spec["games"]]
     else:
         env_id, prompt = CORRIDOR, "corridor"
-        env_kwargs = {"length": CORRIDOR_LENGTH, "max_turns": max(spec["turns"], CORRIDOR_LENGTH)}  # the manager cuts at "turns"
+        env_kwargs = {"length": CORRIDOR_LENGTH, "max_episode_steps": spec["turns"]}
         seeds = list(range(spec["games"]))
         options = [None] * len(seeds)
     timed_engine = TimedEngine(engine)
@@ -276,17 +277,24 @@ def table(results: list[dict[str, Any]]) -> str:
         runs.setdefault((r["workload"], r["size"], r["case"]), []).append(r)
     rows = [
         "| workload | model | case | episodes | turns | tokens | wall (s) | episodes/s | tokens/s "
-        "| vs lockstep (per repeat) | env wait | engine |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| vs transformers lockstep (per repeat) | vs same engine lockstep | env wait | engine |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (workload, size, case), group in runs.items():
         done = [r for r in group if "error" not in r]
         if not done:
-            rows.append(f"| {workload} | {size} | {case} | not run: {group[0]['error']} |" + " |" * 8)
+            rows.append(f"| {workload} | {size} | {case} | not run: {group[0]['error']} |" + " |" * 9)
             continue
-        base = {r["repeat"]: r for r in runs.get((workload, size, "transformers-lockstep"), []) if "error" not in r}
-        ratios = [r["episodes_per_s"] / base[r["repeat"]]["episodes_per_s"] for r in done if r["repeat"] in base]
-        ratio = f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else "-"
+
+        def speedup(reference: str, per_repeat: bool, done: list[dict[str, Any]] = done,
+                    key: tuple[str, str] = (workload, size)) -> str:
+            """Median over repeats of episodes/s relative to ``reference``'s run in the same repeat."""
+            base = {r["repeat"]: r for r in runs.get((*key, reference), []) if "error" not in r}
+            ratios = [r["episodes_per_s"] / base[r["repeat"]]["episodes_per_s"] for r in done if r["repeat"] in base]
+            if not ratios:
+                return "-"
+            each = f" ({', '.join(f'{x:.2f}' for x in ratios)})" if per_repeat else ""
+            return f"{statistics.median(ratios):.2f}x{each}"
 
         def median(key: str, runs: list[dict[str, Any]] = done) -> float:
             return statistics.median(r[key] for r in runs)
@@ -295,7 +303,8 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {workload} | {size} ({first['parameters'] / 1e6:.1f}M) | {case} | {first['episodes']} | "
             f"{median('turns'):.0f} | {median('tokens'):.0f} | {median('wall_s'):.1f} | "
-            f"{median('episodes_per_s'):.3f} | {median('tokens_per_s'):.0f} | {ratio} | "
+            f"{median('episodes_per_s'):.3f} | {median('tokens_per_s'):.0f} | "
+            f"{speedup('transformers-lockstep', True)} | {speedup(CASES[case][0] + '-lockstep', False)} | "
             f"{median('env_wait_share'):.0%} | {median('engine_share'):.0%} |"
         )
     return "\n".join(rows)
