@@ -39,6 +39,7 @@ from agentpo.envs.alfworld_games import (
     resolve_data_dir,
     task_id,
 )
+from agentpo.envs.alfworld_vocabulary import alfworld_vocabulary
 from agentpo.envs.core import TextEnv
 from agentpo.envs.registration import register_text_env
 from agentpo.envs.spec import DataListing, HeldOutGames, HeldOutTask, TextEnvSpec
@@ -114,6 +115,14 @@ class ALFWorldEnv(TextEnv):
         self._plan_position = 0
         self._step_count = 0
         self._admissible: list[str] = []
+
+    @classmethod
+    def vocabulary(cls) -> list[str]:
+        """Every word and punctuation mark an ALFWorld game can show, lower-cased (any split, any game).
+
+        See :mod:`agentpo.envs.alfworld_vocabulary` for where the words come from.
+        """
+        return list(alfworld_vocabulary())
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -257,6 +266,7 @@ SPEC = TextEnvSpec(
     ),
     task_types=tuple(TASK_TYPES.values()),
     expert=True,
+    vocabulary=lambda env_kwargs: ALFWorldEnv.vocabulary(),  # the same words for every split and game
     data=data_listing,
     data_env_var="ALFWORLD_DATA",
 )

@@ -3,7 +3,6 @@ over the env's words), LoRA adapters, and the frozen reference model for the KL 
 
 from __future__ import annotations
 
-import re
 import string
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from agentpo.config import Config, LoraConfig
 from agentpo.envs import text_spec
 from agentpo.rollout.prompting import PromptTemplate
 
-_WORD = re.compile(r"\w+|[^\w\s]")
-
 
 def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate) -> list[str]:
-    """Every word a tiny model must read: the env's declared ``vocabulary(env_kwargs)`` plus the template's fixed words."""
+    """Every word a tiny model must read or write: the env's declared ``vocabulary(env_kwargs)``, the
+    template's fixed words and its markup tags (``<action>`` and the stop strings: one token each)."""
+    from agentpo.models.tiny import text_words
+
     vocabulary = text_spec(env_id).vocabulary
     if vocabulary is None:
         raise ValueError(
@@ -32,8 +32,9 @@ def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate
         )
     words = list(vocabulary(env_kwargs))
     for text in (template.system, template.first, template.next, template.followup, template.history_entry):
-        fixed = "".join(literal for literal, *_ in string.Formatter().parse(text))
-        words += _WORD.findall(fixed.lower())
+        words += text_words("".join(literal for literal, *_ in string.Formatter().parse(text)))
+    for stop in template.stop:
+        words += text_words(stop)
     return list(dict.fromkeys(words))
 
 
