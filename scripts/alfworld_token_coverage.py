@@ -14,6 +14,7 @@ import argparse
 import collections
 
 from agentpo.envs.alfworld import ALFWorldEnv
+
 from agentpo.models.tiny import text_words
 
 PROBES = ("help", "inventory", "look", "fly to the moon")
