@@ -1,7 +1,7 @@
 """Typed training configuration: frozen dataclasses behind YAML, with ``key=value`` overrides.
 
-A run is described by one :class:`Config` with seven sections (model, env, rollout, algorithm,
-optim, train, eval, logging). Every field is declared with :func:`option`, whose ``help`` text says
+A run is described by one :class:`Config` with nine sections (model, env, rollout, algorithm,
+optim, train, eval, logging, sft). Every field is declared with :func:`option`, whose ``help`` text says
 what the value means, its range and how it interacts with other fields; ``agentpo train
 --dry-run`` validates a config without building anything heavy.
 
@@ -561,6 +561,33 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SftConfig:
+    """``agentpo sft``: supervised fine-tuning on expert turns rendered exactly as the RL prompts."""
+
+    data: str = option(
+        "expert",
+        "expert: play the env's expert (info['expert_plan']) on the tasks of env.kwargs; or the path of a "
+        "JSONL of turns {\"prompt\": user message, \"response\": assistant text}",
+    )
+    tasks: int = option(-1, "expert tasks played: games of the split (ALFWorld; -1: all) or task seeds 0..N-1")
+    response: str = option(
+        "<think></think><action>{action}</action>",
+        "the assistant text of an expert turn; {action} is the expert's action (the loss covers these tokens)",
+    )
+    epochs: int = option(1, "passes over the turns")
+    batch_turns: int = option(8, "turns (rows) per optimizer step")
+    log_every: int = option(10, "optimizer steps between metric records")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data), "data", "must be 'expert' or the path of a JSONL file")
+        _require(self.data == "expert" or Path(self.data).is_file(), "data", f"no such file: {self.data!r}")
+        _require(self.tasks == -1 or self.tasks >= 1, "tasks", f"must be >= 1 or -1 (all), got {self.tasks}")
+        _require("{action}" in self.response, "response", "must contain {action}")
+        for name in ("epochs", "batch_turns", "log_every"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Where metrics go; RUN_DIR/metrics.jsonl is always written."""
 
@@ -590,6 +617,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "the outer loop")
     eval: EvalConfig = section(EvalConfig, "held-out evaluation")
     logging: LoggingConfig = section(LoggingConfig, "metrics sinks")
+    sft: SftConfig = section(SftConfig, "supervised warm start (agentpo sft)")
     run_dir: str = option("runs/agentpo", "folder for checkpoints, metrics.jsonl and TensorBoard events")
 
     def __post_init__(self) -> None:
@@ -607,6 +635,16 @@ class Config:
             PromptTemplate.load(self.prompt_template)
         except ValueError as err:
             raise ConfigError("rollout.prompt", str(err)) from None
+        if self.model.source == "tiny":
+            import gymnasium
+
+            env_class = gymnasium.envs.registration.load_env_creator(gymnasium.spec(self.env.id).entry_point)
+            _require(
+                hasattr(env_class, "vocabulary"),
+                "model.source",
+                f"tiny builds its tokenizer from the env's words, but {self.env.id} lists none (its class has no "
+                "vocabulary() method); use model.source=pretrained",
+            )
         episodes = self.train.batch_tasks * self.rollout.group_size
         _require(
             self.train.minibatches <= episodes,
