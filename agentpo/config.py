@@ -242,6 +242,11 @@ class RolloutConfig:
     )
     max_in_flight: int = option(0, "most episodes played at once, one env slot each (0: the whole batch)")
     prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
+    parser: str = option(
+        "",
+        "action parser ('': the template's); ALFWorld: action_tag (any step with an <action> is valid) or "
+        "think_action_tag (verl-agent: a step without <think></think> is invalid too)",
+    )
     temperature: float = option(
         1.0, "sampling temperature (> 0; default: the env's); the trainer recomputes log-probs at the same one"
     )
@@ -269,6 +274,9 @@ class RolloutConfig:
         _require(self.invalid_action_penalty >= 0, "invalid_action_penalty", "must be >= 0")
         _require(self.max_batch_size >= 0, "max_batch_size", f"must be >= 0, got {self.max_batch_size}")
         _require(self.max_in_flight >= 0, "max_in_flight", f"must be >= 0, got {self.max_in_flight}")
+        from agentpo.rollout.parsing import PARSERS
+
+        _require(not self.parser or self.parser in PARSERS, "parser", f"unknown parser {self.parser!r}; choose one of {sorted(PARSERS)}")
 
 
 @dataclass(frozen=True)

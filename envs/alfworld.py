@@ -76,6 +76,8 @@ class ALFWorldEnv(TextEnv):
         accelerated: run the accelerated engine (default) or the stock one; both give the same text.
         cache_dir: where the accelerated engine keeps translated games (default
             ``~/.cache/agentpo/alfworld``; ``""`` keeps them in memory only).
+        help_command: list ``help`` among the admissible actions (the engine's own list does);
+            False drops it, as verl-agent does, so ``help`` is then an invalid action.
         render_mode: None, ``"ansi"`` or ``"human"``.
     """
 
@@ -88,6 +90,7 @@ class ALFWorldEnv(TextEnv):
         game_path: str | os.PathLike[str] | None = None,
         accelerated: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        help_command: bool = True,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -97,6 +100,7 @@ class ALFWorldEnv(TextEnv):
         self.success_reward = float(success_reward)
         self.accelerated = accelerated
         self.cache_dir = cache_dir
+        self.help_command = bool(help_command)
         if accelerated:
             # textworld and the PDDL planner load only when an env is built
             from agentpo.envs import alfworld_engine
@@ -215,7 +219,7 @@ class ALFWorldEnv(TextEnv):
             self._on_plan = False
 
     def _observe(self, observation: str, state: Any, *, invalid_action: bool) -> tuple[str, dict[str, Any]]:
-        self._admissible = list(state["admissible_commands"])
+        self._admissible = [a for a in state["admissible_commands"] if self.help_command or a != "help"]
         self._last_observation = observation
         full_type = full_task_type(self._game_path)
         info = self.make_info(

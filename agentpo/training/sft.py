@@ -133,10 +133,13 @@ def render_episode(
 
     ``history >= 0``: one row per turn, prompted like :meth:`RolloutManager._next_prompt` (first
     prompt, then the window of the last ``history`` turns). ``history == -1``: one row per episode,
-    each turn continuing the previous tokens with the chat template's continuation.
+    each turn continuing the previous tokens with the chat template's continuation. A template
+    without stop strings needs the policy to end its turn itself, so EOS closes each response.
     """
     template, tokenizer = builder.template, builder.tokenizer
     task = template.task(episode.steps[0].observation)
+    # A response ends at the template's stop string when it has one, else the policy must end it with EOS.
+    end = [] if template.stop else [tokenizer.eos_token_id]
     rows: list[SftRow] = []
     context: list[int] = []
     mask: list[int] = []
@@ -145,12 +148,12 @@ def render_episode(
         if step == 0:
             prompt = builder.first_prompt(task, turn.observation, turn.admissible)
         elif history == -1:
-            # An expert response ends at the template's stop string, never with EOS.
-            prompt = builder.continuation(turn.observation, turn.admissible, step, ended_with=None)
+            ended_with = end[0] if end else None
+            prompt = builder.continuation(turn.observation, turn.admissible, step, ended_with=ended_with)
         else:
             window = past[-history:] if history > 0 else []
             prompt = builder.window_prompt(task, turn.observation, turn.admissible, window, step)
-        answer = tokenizer(response.format(action=turn.action), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(response.format(action=turn.action), add_special_tokens=False)["input_ids"] + end
         if history == -1:
             context += prompt + answer
             mask += [0] * len(prompt) + [1] * len(answer)

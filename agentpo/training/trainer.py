@@ -184,6 +184,7 @@ class Trainer:
             mode=rollout.mode,
             max_in_flight=rollout.max_in_flight,
             progress=config.logging.progress,
+            parser=rollout.parser,
         )
         self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
         self.recompute_old_logprobs = should_recompute_old_logprobs(
