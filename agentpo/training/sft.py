@@ -62,9 +62,9 @@ class ExpertEpisode:
 def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int) -> list[ExpertEpisode]:
     """Play the env's expert plan (``info["expert_plan"]``) on ``tasks`` tasks.
 
-    Tasks are the env's games in order (``options={"game_index": i}``) when it lists ``game_paths``
-    (ALFWorld; ``tasks=-1``: all of them), else the task seeds ``0 .. tasks-1``. Episodes the expert
-    does not win are kept out.
+    Tasks are the env's games when it lists ``game_paths`` (ALFWorld; ``tasks=-1``: all of them;
+    else the first ``tasks`` of the order that takes task types in turn, as ``agentpo eval --limit``
+    does), else the task seeds ``0 .. tasks-1``. Episodes the expert does not win are kept out.
 
     Raises:
         ValueError: the env shows no expert plan, or ``tasks=-1`` for an env without a game list.
@@ -78,13 +78,15 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int) -> list[Exp
         games = getattr(env.unwrapped, "game_paths", None)
         if games is None and tasks < 1:
             raise ValueError(f"sft.tasks: {env_id} has no game list; give a number of task seeds")
-        count = (len(games) if tasks == -1 else min(tasks, len(games))) if games is not None else tasks
+        if games is not None:
+            from agentpo.evaluation.runner import select_games
+
+            resets = [{"options": {"game_path": game}} for game in select_games(games, None if tasks == -1 else tasks)]
+        else:
+            resets = [{"seed": seed} for seed in range(tasks)]
         episodes = []
-        for index in range(count):
-            if games is not None:
-                observation, info = env.reset(options={"game_index": index})
-            else:
-                observation, info = env.reset(seed=index)
+        for reset in resets:
+            observation, info = env.reset(**reset)
             if "expert_plan" not in info:
                 raise ValueError(f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)")
             steps: list[ExpertStep] = []
