@@ -59,12 +59,13 @@ class ExpertEpisode:
     won: bool
 
 
-def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int) -> list[ExpertEpisode]:
-    """Play the env's expert plan (``info["expert_plan"]``) on ``tasks`` tasks.
+def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_workers: int = 0) -> list[ExpertEpisode]:
+    """Play the env's expert plan (``info["expert_plan"]``) on ``tasks`` tasks, ``max(1, num_workers)`` at a time.
 
     Tasks are the env's games when it lists ``game_paths`` (ALFWorld; ``tasks=-1``: all of them;
     else the first ``tasks`` of the order that takes task types in turn, as ``agentpo eval --limit``
-    does), else the task seeds ``0 .. tasks-1``. Episodes the expert does not win are kept out.
+    does), else the task seeds ``0 .. tasks-1``. Episodes come back in task order; those the expert
+    does not win are left out. ``num_workers`` env processes step in parallel (0: this process).
 
     Raises:
         ValueError: the env shows no expert plan, or ``tasks=-1`` for an env without a game list.
@@ -72,35 +73,53 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int) -> list[Exp
     import gymnasium
 
     import agentpo.envs  # noqa: F401  (registers the ids)
+    from agentpo.envs.pool import EnvPool
+    from agentpo.evaluation.runner import select_games
 
-    env = gymnasium.make(env_id, **env_kwargs)
-    try:
-        games = getattr(env.unwrapped, "game_paths", None)
-        if games is None and tasks < 1:
-            raise ValueError(f"sft.tasks: {env_id} has no game list; give a number of task seeds")
-        if games is not None:
-            from agentpo.evaluation.runner import select_games
+    probe = gymnasium.make(env_id, **env_kwargs)  # only to read its game list; engines start at reset
+    games = getattr(probe.unwrapped, "game_paths", None)
+    probe.close()
+    requests: list[tuple[int | None, dict[str, Any] | None]]
+    if games is not None:
+        requests = [(None, {"game_path": game}) for game in select_games(games, None if tasks == -1 else tasks)]
+    elif tasks < 1:
+        raise ValueError(f"sft.tasks: {env_id} has no game list; give a number of task seeds")
+    else:
+        requests = [(seed, None) for seed in range(tasks)]
 
-            resets = [{"options": {"game_path": game}} for game in select_games(games, None if tasks == -1 else tasks)]
-        else:
-            resets = [{"seed": seed} for seed in range(tasks)]
-        episodes = []
-        for reset in resets:
-            observation, info = env.reset(**reset)
-            if "expert_plan" not in info:
-                raise ValueError(f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)")
-            steps: list[ExpertStep] = []
-            done = won = False
-            while not done and info.get("expert_plan"):
-                action = str(info["expert_plan"][0])
-                steps.append(ExpertStep(observation, info.get("admissible_actions"), action))
-                observation, _, terminated, truncated, info = env.step(action)
-                won, done = bool(info.get("won")), terminated or truncated
-            if won:
-                episodes.append(ExpertEpisode(str(info["task_id"]), str(info["task_type"]), steps, won))
-    finally:
-        env.close()
-    return episodes
+    done: dict[int, ExpertEpisode] = {}
+    pending = list(enumerate(requests))[::-1]
+    live: dict[int, tuple[int, list[ExpertStep], str, dict[str, Any]]] = {}  # slot -> (task, steps, obs, info)
+    with EnvPool(env_id, max(1, num_workers), env_kwargs=env_kwargs, num_workers=num_workers) as pool:
+        free = list(range(pool.num_envs))
+        while pending or live:
+            starts = {}
+            while pending and free:
+                starts[free.pop()] = pending.pop()
+            if starts:
+                for slot, (observation, info) in pool.reset({s: r for s, (_, r) in starts.items()}).items():
+                    if info.get("env_error"):
+                        raise RuntimeError(f"expert task {starts[slot][1]}: {info['env_error']}")
+                    if "expert_plan" not in info:
+                        raise ValueError(f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)")
+                    live[slot] = (starts[slot][0], [], observation, info)
+            actions = {}
+            for slot, (task, steps, observation, info) in list(live.items()):
+                if info.get("expert_plan"):
+                    actions[slot] = str(info["expert_plan"][0])
+                    steps.append(ExpertStep(observation, info.get("admissible_actions"), actions[slot]))
+                else:  # the plan ran out without a win: nothing to learn from
+                    del live[slot]
+                    free.append(slot)
+            for slot, (observation, _, terminated, truncated, info) in pool.step(actions).items() if actions else []:
+                task, steps, _, _ = live[slot]
+                live[slot] = (task, steps, observation, info)
+                if info.get("won"):
+                    done[task] = ExpertEpisode(str(info["task_id"]), str(info["task_type"]), steps, True)
+                if terminated or truncated or info.get("env_error"):
+                    del live[slot]
+                    free.append(slot)
+    return [done[task] for task in sorted(done)]
 
 
 def save_episodes(episodes: list[ExpertEpisode], path: Path) -> None:
@@ -264,7 +283,7 @@ class SftTrainer:
         if path.exists():
             episodes = load_episodes(path)
         else:
-            episodes = play_expert(config.env.id, config.env.kwargs, config.sft.tasks)
+            episodes = play_expert(config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers)
             save_episodes(episodes, path)
         if not episodes:
             raise ValueError(f"the expert won no task of {config.env.id} with {config.env.kwargs}")
