@@ -15,25 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import yaml
 
-    from agentpo.config import ConfigError, load_config
+    from agentpo.commands.train import load_run_config
 
-    overrides = list(args.overrides)
-    config_path = args.config
-    if args.resume:
-        config_path = config_path or str(Path(args.resume) / "config.yaml")
-        overrides.append(f"run_dir={args.resume}")
-    if not config_path:
-        print("agentpo sft: --config FILE is required (or --resume RUN_DIR)")
-        return 2
-    try:
-        config = load_config(config_path, overrides)
-    except ConfigError as err:
-        print(f"agentpo sft: bad config: {err}")
-        return 2
+    config = load_run_config(args, "sft")
+    if isinstance(config, int):
+        return config
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"config OK: SFT on {config.sft.data} for {config.sft.epochs} epoch(s), {config.sft.batch_turns} turns a step")

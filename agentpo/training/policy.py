@@ -107,6 +107,33 @@ def load_policy(
     return model, tokenizer
 
 
+def start_policy(
+    config: Config, run_dir: Path, *, device: torch.device, resume: bool
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Path | None, str]:
+    """The policy a run starts from: its latest checkpoint when resuming, else the initial weights.
+
+    Returns ``(model, tokenizer, checkpoint, init_dir)``: the checkpoint resumed from (None for a
+    fresh run) and the initial weights' folder (the reference policy's).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``run_dir``.
+    """
+    from agentpo.training.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    init_dir = initial_model_dir(config, run_dir)
+    lora = config.train.lora.rank > 0
+    model, tokenizer = load_policy(
+        str(checkpoint / "model") if checkpoint is not None and not lora else init_dir,
+        config.train.lora,
+        device=device,
+        adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
+    )
+    return model, tokenizer, checkpoint, init_dir
+
+
 def load_reference(model_dir: str, *, device: torch.device) -> torch.nn.Module:
     """A frozen copy of the initial policy, for the KL penalty."""
     model, _ = load_model(model_dir, device=device)

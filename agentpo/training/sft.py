@@ -27,11 +27,11 @@ from torch import Tensor
 
 from agentpo.config import Config, save_config
 from agentpo.rollout.prompting import HistoryItem, PromptBuilder, PromptTemplate
-from agentpo.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from agentpo.training.checkpoint import load_trainer_state, save_checkpoint
 from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
-from agentpo.training.policy import initial_model_dir, load_policy
+from agentpo.training.policy import start_policy
 from agentpo.training.trainer import resolve_device
 
 #: The expert episodes of a run, played once and read back on resume.
@@ -248,17 +248,7 @@ class SftTrainer:
         torch.manual_seed(config.train.seed)
         self.device = resolve_device(config.train.device)
 
-        checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-        init_dir = initial_model_dir(config, self.run_dir)
-        lora = config.train.lora.rank > 0
-        self.model, self.tokenizer = load_policy(
-            str(checkpoint / "model") if checkpoint is not None and not lora else init_dir,
-            config.train.lora,
-            device=self.device,
-            adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
-        )
+        self.model, self.tokenizer, checkpoint, _ = start_policy(config, self.run_dir, device=self.device, resume=resume)
         self.rows = self._rows()
         per_epoch = -(-len(self.rows) // config.sft.batch_turns)
         self.total_steps = per_epoch * config.sft.epochs
