@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_hint(run_dir: str | Path) -> str:
-    """How to continue an interrupted run, from what its folder holds."""
+def resume_hint(run_dir: str | Path, command: str = "train") -> str:
+    """How to continue an interrupted ``agentpo COMMAND`` run, from what its folder holds."""
     from agentpo.training.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
@@ -109,7 +109,7 @@ def resume_hint(run_dir: str | Path) -> str:
             f"every N iterations). Run folder: {run_dir}"
         )
     step = int(checkpoint.name.rsplit("_", 1)[1])
-    return f"Resume from the checkpoint of step {step} with: agentpo train --resume {run_dir}"
+    return f"Resume from the checkpoint of step {step} with: agentpo {command} --resume {run_dir}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

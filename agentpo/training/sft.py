@@ -32,6 +32,7 @@ from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
 from agentpo.training.policy import start_policy
+from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.trainer import resolve_device
 
 #: The expert episodes of a run, played once and read back on resume.
@@ -238,11 +239,14 @@ class SftTrainer:
         config: the validated run config (``sft`` section, plus model, env, rollout.history /
             rollout.prompt, optim, train.seed / device / lora / checkpoints, logging, run_dir).
         resume: continue from the latest checkpoint in ``config.run_dir``.
+        overwrite: start afresh in a ``run_dir`` that holds another run, deleting it (see
+            :mod:`~agentpo.training.run_folder`).
     """
 
-    def __init__(self, config: Config, *, resume: bool = False):
+    def __init__(self, config: Config, *, resume: bool = False, overwrite: bool = False):
         self.config = config
         self.run_dir = Path(config.run_dir)
+        prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.train.num_threads)
         torch.manual_seed(config.train.seed)
