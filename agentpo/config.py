@@ -644,14 +644,11 @@ class Config:
         except ValueError as err:
             raise ConfigError("rollout.prompt", str(err)) from None
         if self.model.source == "tiny":
-            import gymnasium
-
-            env_class = gymnasium.envs.registration.load_env_creator(gymnasium.spec(self.env.id).entry_point)
             _require(
-                hasattr(env_class, "vocabulary"),
+                self.env_spec.vocabulary is not None,
                 "model.source",
-                f"tiny builds its tokenizer from the env's words, but {self.env.id} lists none (its class has no "
-                "vocabulary() method); use model.source=pretrained",
+                f"tiny builds its tokenizer from the env's words, but {self.env.id} declares none "
+                "(TextEnvSpec.vocabulary); use model.source=pretrained",
             )
         episodes = self.train.batch_tasks * self.rollout.group_size
         _require(

@@ -23,7 +23,7 @@ PROBES = ("help", "inventory", "look", "fly to the moon")
 def coverage(split: str, limit: int | None = None) -> tuple[int, collections.Counter[str]]:
     """(pieces counted, Counter of the unknown ones) over the split's games."""
     vocabulary = set(ALFWorldEnv.vocabulary())
-    env = ALFWorldEnv(split=split, max_steps=100)
+    env = ALFWorldEnv(split=split)
     total, unknown = 0, collections.Counter()
 
     def count(text: str) -> None:
