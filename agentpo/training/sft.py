@@ -63,26 +63,28 @@ class ExpertEpisode:
 def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_workers: int = 0) -> list[ExpertEpisode]:
     """Play the env's expert plan (``info["expert_plan"]``) on ``tasks`` tasks, ``max(1, num_workers)`` at a time.
 
-    Tasks are the env's games when it lists ``game_paths`` (ALFWorld; ``tasks=-1``: all of them;
-    else the first ``tasks`` of the order that takes task types in turn, as ``agentpo eval --limit``
-    does), else the task seeds ``0 .. tasks-1``. Episodes come back in task order; those the expert
-    does not win are left out. ``num_workers`` env processes step in parallel (0: this process).
+    Tasks are the games of ``env_kwargs["split"]`` for an env of game files (ALFWorld; ``tasks=-1``:
+    all of them, else the first ``tasks`` of the order that takes task types in turn, as
+    ``eval.tasks`` does), else the task seeds ``0 .. tasks-1``. Episodes come back in task order;
+    those the expert does not win are left out. ``num_workers`` env processes step in parallel (0:
+    this process).
 
     Raises:
-        ValueError: the env shows no expert plan, or ``tasks=-1`` for an env without a game list.
+        ValueError: the env declares or shows no expert plan, or ``tasks=-1`` for an env without games.
     """
-    import gymnasium
-
-    import agentpo.envs  # noqa: F401  (registers the ids)
+    from agentpo.envs import text_spec
     from agentpo.envs.pool import EnvPool
-    from agentpo.evaluation.runner import select_games
+    from agentpo.envs.spec import HeldOutGames
+    from agentpo.evaluation.task_types import stratified_order
 
-    probe = gymnasium.make(env_id, **env_kwargs)  # only to read its game list; engines start at reset
-    games = getattr(probe.unwrapped, "game_paths", None)
-    probe.close()
+    spec = text_spec(env_id)
+    if not spec.expert:
+        raise ValueError(f"sft.data=expert: {env_id} declares no expert (TextEnvSpec.expert; info['expert_plan'])")
     requests: list[tuple[int | None, dict[str, Any] | None]]
-    if games is not None:
-        requests = [(None, {"game_path": game}) for game in select_games(games, None if tasks == -1 else tasks)]
+    if isinstance(spec.held_out, HeldOutGames):  # an env of game files: the games of env_kwargs' split
+        split = str(env_kwargs.get("split", "train"))
+        games = stratified_order(spec.held_out.tasks(split, env_kwargs), spec.task_types)
+        requests = [(None, dict(game.options)) for game in (games if tasks == -1 else games[:tasks])]
     elif tasks < 1:
         raise ValueError(f"sft.tasks: {env_id} has no game list; give a number of task seeds")
     else:
