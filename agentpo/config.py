@@ -1,7 +1,7 @@
 """Typed training configuration: frozen dataclasses behind YAML, with ``key=value`` overrides.
 
-A run is described by one :class:`Config` with seven sections (model, env, rollout, algorithm,
-optim, train, eval, logging). Every field is declared with :func:`option`, whose ``help`` text says
+A run is described by one :class:`Config` with nine sections (model, env, rollout, algorithm,
+optim, train, eval, logging, sft). Every field is declared with :func:`option`, whose ``help`` text says
 what the value means, its range and how it interacts with other fields; ``agentpo train
 --dry-run`` validates a config without building anything heavy.
 
@@ -242,6 +242,11 @@ class RolloutConfig:
     )
     max_in_flight: int = option(0, "most episodes played at once, one env slot each (0: the whole batch)")
     prompt: str = option("", "template name in prompts/ or a template YAML path ('': the env's built-in template)")
+    parser: str = option(
+        "",
+        "action parser ('': the template's); ALFWorld: action_tag (any step with an <action> is valid) or "
+        "think_action_tag (verl-agent: a step without <think></think> is invalid too)",
+    )
     temperature: float = option(
         1.0, "sampling temperature (> 0; default: the env's); the trainer recomputes log-probs at the same one"
     )
@@ -269,6 +274,9 @@ class RolloutConfig:
         _require(self.invalid_action_penalty >= 0, "invalid_action_penalty", "must be >= 0")
         _require(self.max_batch_size >= 0, "max_batch_size", f"must be >= 0, got {self.max_batch_size}")
         _require(self.max_in_flight >= 0, "max_in_flight", f"must be >= 0, got {self.max_in_flight}")
+        from agentpo.rollout.parsing import PARSERS
+
+        _require(not self.parser or self.parser in PARSERS, "parser", f"unknown parser {self.parser!r}; choose one of {sorted(PARSERS)}")
 
 
 @dataclass(frozen=True)
@@ -561,6 +569,33 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SftConfig:
+    """``agentpo sft``: supervised fine-tuning on expert turns rendered exactly as the RL prompts."""
+
+    data: str = option(
+        "expert",
+        "expert: play the env's expert (info['expert_plan']) on the tasks of env.kwargs; or the path of a "
+        "JSONL of turns {\"prompt\": user message, \"response\": assistant text}",
+    )
+    tasks: int = option(-1, "expert tasks played: games of the split (ALFWorld; -1: all) or task seeds 0..N-1")
+    response: str = option(
+        "<think></think><action>{action}</action>",
+        "the assistant text of an expert turn; {action} is the expert's action (the loss covers these tokens)",
+    )
+    epochs: int = option(1, "passes over the turns")
+    batch_turns: int = option(8, "turns (rows) per optimizer step")
+    log_every: int = option(10, "optimizer steps between metric records")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data), "data", "must be 'expert' or the path of a JSONL file")
+        _require(self.data == "expert" or Path(self.data).is_file(), "data", f"no such file: {self.data!r}")
+        _require(self.tasks == -1 or self.tasks >= 1, "tasks", f"must be >= 1 or -1 (all), got {self.tasks}")
+        _require("{action}" in self.response, "response", "must contain {action}")
+        for name in ("epochs", "batch_turns", "log_every"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Where metrics go; RUN_DIR/metrics.jsonl is always written."""
 
@@ -590,6 +625,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "the outer loop")
     eval: EvalConfig = section(EvalConfig, "held-out evaluation")
     logging: LoggingConfig = section(LoggingConfig, "metrics sinks")
+    sft: SftConfig = section(SftConfig, "supervised warm start (agentpo sft)")
     run_dir: str = option("runs/agentpo", "folder for checkpoints, metrics.jsonl and TensorBoard events")
 
     def __post_init__(self) -> None:
@@ -607,6 +643,13 @@ class Config:
             PromptTemplate.load(self.prompt_template)
         except ValueError as err:
             raise ConfigError("rollout.prompt", str(err)) from None
+        if self.model.source == "tiny":
+            _require(
+                self.env_spec.vocabulary is not None,
+                "model.source",
+                f"tiny builds its tokenizer from the env's words, but {self.env.id} declares none "
+                "(TextEnvSpec.vocabulary); use model.source=pretrained",
+            )
         episodes = self.train.batch_tasks * self.rollout.group_size
         _require(
             self.train.minibatches <= episodes,

@@ -39,6 +39,7 @@ from agentpo.envs.alfworld_games import (
     resolve_data_dir,
     task_id,
 )
+from agentpo.envs.alfworld_vocabulary import alfworld_vocabulary
 from agentpo.envs.core import TextEnv
 from agentpo.envs.registration import register_text_env
 from agentpo.envs.spec import DataListing, HeldOutGames, HeldOutTask, TextEnvSpec
@@ -75,6 +76,8 @@ class ALFWorldEnv(TextEnv):
         accelerated: run the accelerated engine (default) or the stock one; both give the same text.
         cache_dir: where the accelerated engine keeps translated games (default
             ``~/.cache/agentpo/alfworld``; ``""`` keeps them in memory only).
+        help_command: list ``help`` among the admissible actions (the engine's own list does);
+            False drops it, as verl-agent does, so ``help`` is then an invalid action.
         render_mode: None, ``"ansi"`` or ``"human"``.
     """
 
@@ -87,6 +90,7 @@ class ALFWorldEnv(TextEnv):
         game_path: str | os.PathLike[str] | None = None,
         accelerated: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        help_command: bool = True,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -96,6 +100,7 @@ class ALFWorldEnv(TextEnv):
         self.success_reward = float(success_reward)
         self.accelerated = accelerated
         self.cache_dir = cache_dir
+        self.help_command = bool(help_command)
         if accelerated:
             # textworld and the PDDL planner load only when an env is built
             from agentpo.envs import alfworld_engine
@@ -114,6 +119,14 @@ class ALFWorldEnv(TextEnv):
         self._plan_position = 0
         self._step_count = 0
         self._admissible: list[str] = []
+
+    @classmethod
+    def vocabulary(cls) -> list[str]:
+        """Every word and punctuation mark an ALFWorld game can show, lower-cased (any split, any game).
+
+        See :mod:`agentpo.envs.alfworld_vocabulary` for where the words come from.
+        """
+        return list(alfworld_vocabulary())
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -206,7 +219,7 @@ class ALFWorldEnv(TextEnv):
             self._on_plan = False
 
     def _observe(self, observation: str, state: Any, *, invalid_action: bool) -> tuple[str, dict[str, Any]]:
-        self._admissible = list(state["admissible_commands"])
+        self._admissible = [a for a in state["admissible_commands"] if self.help_command or a != "help"]
         self._last_observation = observation
         full_type = full_task_type(self._game_path)
         info = self.make_info(
@@ -257,6 +270,7 @@ SPEC = TextEnvSpec(
     ),
     task_types=tuple(TASK_TYPES.values()),
     expert=True,
+    vocabulary=lambda env_kwargs: ALFWorldEnv.vocabulary(),  # the same words for every split and game
     data=data_listing,
     data_env_var="ALFWORLD_DATA",
 )

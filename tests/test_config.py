@@ -19,6 +19,8 @@ from agentpo.config import (
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"model": {"source": "tiny"}}
+#: Math has no word list for a tiny model: its configs name a model folder.
+LOCAL = {"model": {"source": "pretrained", "path": "runs/some_model"}}
 
 
 def test_defaults_and_overrides_are_typed(tmp_path: Path) -> None:
@@ -76,8 +78,8 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({**TINY, "eval": {"best_metric": "val/mean_steps"}}, "eval.best_metric"),
         ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"split": "train"}}, "eval.split"),
         ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"env_kwargs": {"split": "valid_seen"}}}, "eval.env_kwargs"),
-        ({**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime25"]}}, "eval.datasets"),
-        ({**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"best_metric": "val/success_rate"}}, "eval.best_metric"),
+        ({**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime25"]}}, "eval.datasets"),
+        ({**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"best_metric": "val/success_rate"}}, "eval.best_metric"),
     ],
 )
 def test_bad_input_names_the_key(data: dict, key: str) -> None:
@@ -139,12 +141,12 @@ def test_held_out_tasks_split_and_metrics_follow_the_env() -> None:
     assert (alfworld.env_spec.held_out.kind, alfworld.validation_split) == ("games", "valid_unseen")
     assert "val/success_rate/pick2" in alfworld.validation_success_metrics()
     math = config_from_dict(
-        {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"}}
+        {**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"}}
     )
     assert (math.env_spec.held_out.kind, math.validation_split) == ("datasets", "test")
     assert math.validation_success_metrics() == ["val/aime24/mean@4", "val/aime24/pass@1", "val/aime24/pass@2", "val/aime24/pass@4"]
     five = ["aime24", "amc23", "math500", "minerva", "olympiadbench"]
-    average = {**TINY, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": five, "best_metric": "val/math_average"}}
+    average = {**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": five, "best_metric": "val/math_average"}}
     assert config_from_dict({**average, "eval": {**average["eval"], "tasks": -1}}).eval.best_metric == "val/math_average"
     with pytest.raises(ConfigError, match="eval.best_metric"):  # the average needs every problem of all five
         config_from_dict(average)

@@ -272,6 +272,7 @@ def _rollout_manager(config: Config, model: str, pool: Any) -> Any:
         prompt=config.prompt_template,
         mode=config.rollout.mode,
         max_in_flight=config.rollout.max_in_flight,
+        parser=config.rollout.parser,
     )
     return RolloutManager(engine, tokenizer, pool, settings)
 

@@ -122,6 +122,7 @@ def watch_model(env_id: str, model: str, env_kwargs: dict[str, Any], *, seed: in
             temperature=config.eval.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens
         ),
         prompt=config.prompt_template,
+        parser=rollout.parser,
     )
     with EnvPool(env_id, 1, env_kwargs={**env_kwargs, "max_episode_steps": rollout.max_turns}) as pool:
         manager = RolloutManager(engine, tokenizer, pool, settings)

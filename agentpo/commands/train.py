@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 HELP = "train an agent with HölderPO (or another registered loss) from a YAML config"
 
@@ -30,14 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-options", action="store_true", help="print every config key with its help and exit")
 
 
-def run(args: argparse.Namespace) -> int:
-    import yaml
+def load_run_config(args: argparse.Namespace, command: str) -> Any:
+    """The run's :class:`~agentpo.config.Config` from ``--config`` / ``--resume`` and the overrides.
 
-    from agentpo.config import apply_overrides, config_from_dict, describe, load_config
+    Returns the config, or the exit status 2 after printing why there is none (a bad value raises
+    :class:`~agentpo.config.ConfigError`, which :mod:`agentpo.cli` reports).
+    """
+    from agentpo.config import apply_overrides, config_from_dict, load_config
 
-    if args.list_options:
-        print("\n".join(describe()))
-        return 0
     overrides = list(args.overrides)
     config_path = args.config
     if args.resume:
@@ -45,11 +46,24 @@ def run(args: argparse.Namespace) -> int:
         if not config_path:
             config_path = str(Path(args.resume) / "config.yaml")
             if not Path(config_path).is_file():
-                print(f"agentpo train: --resume {args.resume}: no config.yaml there (not a run folder)", file=sys.stderr)
+                print(f"agentpo {command}: --resume {args.resume}: no config.yaml there (not a run folder)", file=sys.stderr)
                 return 2
         overrides.append(f"run_dir={args.resume}")
     # a ConfigError is reported by agentpo.cli
-    config = load_config(config_path, overrides) if config_path else config_from_dict(apply_overrides({}, overrides))
+    return load_config(config_path, overrides) if config_path else config_from_dict(apply_overrides({}, overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from agentpo.config import describe
+
+    if args.list_options:
+        print("\n".join(describe()))
+        return 0
+    config = load_run_config(args, "train")
+    if isinstance(config, int):
+        return config
     for note in config.warnings():
         print(f"warning: {note}", file=sys.stderr)
     if args.dry_run:
@@ -84,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_hint(run_dir: str | Path) -> str:
-    """How to continue an interrupted run, from what its folder holds."""
+def resume_hint(run_dir: str | Path, command: str = "train") -> str:
+    """How to continue an interrupted ``agentpo COMMAND`` run, from what its folder holds."""
     from agentpo.training.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
@@ -95,7 +109,7 @@ def resume_hint(run_dir: str | Path) -> str:
             f"every N iterations). Run folder: {run_dir}"
         )
     step = int(checkpoint.name.rsplit("_", 1)[1])
-    return f"Resume from the checkpoint of step {step} with: agentpo train --resume {run_dir}"
+    return f"Resume from the checkpoint of step {step} with: agentpo {command} --resume {run_dir}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

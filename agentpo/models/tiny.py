@@ -2,7 +2,8 @@
 
 A random-init model samples close to uniformly over its vocabulary, so a task is only learnable
 from scratch when that vocabulary is small: the tokenizer here knows exactly the task's words plus
-the few words of its chat template, and maps anything else to ``<unk>``.
+the few words of its chat template, and maps anything else to ``<unk>``. Markup tags such as
+``<action>`` and ``</think>`` are single tokens, so a response decodes to text an action parser reads.
 
     path = build_tiny_model("runs/tiny", CorridorEnv.vocabulary())
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -11,11 +12,12 @@ the few words of its chat template, and maps anything else to ``<unk>``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 PAD_TOKEN = "<pad>"
@@ -46,15 +48,36 @@ ARCHITECTURES: tuple[str, ...] = ("llama", "qwen3")
 # A word is a run of letters/digits/underscore or a single punctuation character, so "east." and
 # "east ." both give ["east", "."]; whitespace only separates.
 _WORD_PATTERN = Regex(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\w+|[^\w\s]")
+#: A markup tag (``<action>``, ``</think>``): one token, matched before the text is split into words.
+TAG = re.compile(r"</?\w+>")
+
+
+def text_words(text: str) -> list[str]:
+    """The vocabulary pieces of ``text`` as the tokenizer splits it: tags whole, then words and punctuation.
+
+    Lower-cased like the tokenizer's normalizer, so ``text_words(t)`` over every text a task shows
+    is exactly the vocabulary that task needs.
+    """
+    words: list[str] = []
+    position = 0
+    lowered = text.lower()
+    for tag in TAG.finditer(lowered):
+        words += _WORD.findall(lowered[position : tag.start()])
+        words.append(tag.group())
+        position = tag.end()
+    return words + _WORD.findall(lowered[position:])
 
 
 def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over ``words`` plus the chat template's words, with a ChatML chat template.
 
     Text is lower-cased and split into words (runs of ``\\w``) and single punctuation characters;
-    a piece outside the vocabulary becomes ``<unk>``. Decoding joins tokens with single spaces.
-    Ids: the special tokens ``<pad>``, ``<unk>``, ``<|im_start|>``, ``<|im_end|>`` (EOS) first, then
-    the template words, then ``words`` in the given order without repeats (case-folded).
+    a piece outside the vocabulary becomes ``<unk>``. A word that is a markup tag (``<action>``,
+    ``</think>``; see :data:`TAG`) is matched as one token wherever it appears, before that split.
+    Decoding joins tokens with single spaces. Ids: the special tokens ``<pad>``, ``<unk>``,
+    ``<|im_start|>``, ``<|im_end|>`` (EOS) first, then the template words, then ``words`` in the
+    given order without repeats (case-folded). :func:`text_words` splits a text the same way.
 
     Raises:
         ValueError: a word is empty, contains whitespace, or would not survive pre-tokenization as
@@ -70,11 +93,17 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(_WORD_PATTERN, behavior="isolated")]
     )
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    tags = [word for word in vocab if TAG.fullmatch(word)]
+    # Normalized (lower-cased) text is matched against the tags, which keep their vocabulary ids.
+    tokenizer.add_tokens([AddedToken(tag, normalized=True) for tag in tags])
 
     for word in list(vocab)[len(SPECIAL_TOKENS) :]:
         pieces = [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(word)]
-        if pieces != [word]:
-            raise ValueError(f"vocabulary word {word!r} is not a single word-level piece (it splits into {pieces})")
+        if word not in tags and pieces != [word]:
+            raise ValueError(
+                f"vocabulary word {word!r} is not a single word-level piece (it splits into {pieces}) "
+                f"nor a markup tag like <action>"
+            )
 
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,

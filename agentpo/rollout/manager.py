@@ -63,6 +63,7 @@ class RolloutSettings:
             seed) or ``async`` (each episode at its own pace; needs a :class:`StreamingEngine`).
         max_in_flight: most episodes played at once (each holds a pool slot); 0: one per slot.
         progress: show episodes and turns finished on a progress bar during a collection.
+        parser: the action parser's name; "" uses the template's.
     """
 
     group_size: int = 8
@@ -74,6 +75,7 @@ class RolloutSettings:
     mode: Literal["lockstep", "async"] = "lockstep"
     max_in_flight: int = 0
     progress: bool = False
+    parser: str = ""
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -152,7 +154,7 @@ class RolloutManager:
         self.settings = settings
         self.template = PromptTemplate.load(settings.prompt)
         self.prompts = PromptBuilder(self.template, tokenizer)
-        self.parse = get_parser(self.template.parser)
+        self.parse = get_parser(settings.parser or self.template.parser)
         stop = tuple(dict.fromkeys(settings.sampling.stop + self.template.stop))
         self.sampling = replace(settings.sampling, stop=stop)
 

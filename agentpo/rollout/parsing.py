@@ -38,6 +38,18 @@ def parse_action_tag(text: str) -> str | None:
     return (last.strip() or None) if last is not None else None
 
 
+def parse_think_action_tag(text: str) -> str | None:
+    """:func:`parse_action_tag`, but only when the response also holds a ``<think>…</think>`` block.
+
+    The verl-agent ALFWorld protocol: a step without its reasoning tags is invalid (penalised),
+    whatever its action.
+    """
+    lowered = text.lower()  # str.find scans once, where a lazy <think>.*?</think> regex would rescan
+    opening = lowered.find("<think>")
+    has_think = opening != -1 and lowered.find("</think>", opening + len("<think>")) != -1
+    return parse_action_tag(text) if has_think else None
+
+
 def parse_boxed(text: str) -> str | None:
     """The whole response when it has a ``\\boxed`` answer (the math env extracts and verifies it), else None."""
     return text if "\\boxed" in text else None
@@ -46,6 +58,7 @@ def parse_boxed(text: str) -> str | None:
 PARSERS: dict[str, ActionParser] = {
     "raw": parse_raw,
     "action_tag": parse_action_tag,
+    "think_action_tag": parse_think_action_tag,
     "boxed": parse_boxed,
 }
 

@@ -205,6 +205,10 @@ class PromptBuilder:
         )
         return self._render([*self._system(), {"role": "user", "content": user}])
 
+    def user_prompt(self, content: str) -> list[int]:
+        """Token ids of a prompt made of one user message (after the system message, if any)."""
+        return self._render([*self._system(), {"role": "user", "content": content}])
+
     def continuation(
         self, observation: str, admissible: Sequence[str] | None, step: int, *, ended_with: int | None
     ) -> list[int]:

@@ -3,7 +3,6 @@ over the env's words), LoRA adapters, and the frozen reference model for the KL 
 
 from __future__ import annotations
 
-import re
 import string
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from agentpo.config import Config, LoraConfig
 from agentpo.envs import text_spec
 from agentpo.rollout.prompting import PromptTemplate
 
-_WORD = re.compile(r"\w+|[^\w\s]")
-
 
 def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate) -> list[str]:
-    """Every word a tiny model must read: the env's declared ``vocabulary(env_kwargs)`` plus the template's fixed words."""
+    """Every word a tiny model must read or write: the env's declared ``vocabulary(env_kwargs)``, the
+    template's fixed words and its markup tags (``<action>`` and the stop strings: one token each)."""
+    from agentpo.models.tiny import text_words
+
     vocabulary = text_spec(env_id).vocabulary
     if vocabulary is None:
         raise ValueError(
@@ -32,8 +32,9 @@ def task_words(env_id: str, env_kwargs: dict[str, Any], template: PromptTemplate
         )
     words = list(vocabulary(env_kwargs))
     for text in (template.system, template.first, template.next, template.followup, template.history_entry):
-        fixed = "".join(literal for literal, *_ in string.Formatter().parse(text))
-        words += _WORD.findall(fixed.lower())
+        words += text_words("".join(literal for literal, *_ in string.Formatter().parse(text)))
+    for stop in template.stop:
+        words += text_words(stop)
     return list(dict.fromkeys(words))
 
 
@@ -104,6 +105,33 @@ def load_policy(
             )
     model.train()
     return model, tokenizer
+
+
+def start_policy(
+    config: Config, run_dir: Path, *, device: torch.device, resume: bool
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Path | None, str]:
+    """The policy a run starts from: its latest checkpoint when resuming, else the initial weights.
+
+    Returns ``(model, tokenizer, checkpoint, init_dir)``: the checkpoint resumed from (None for a
+    fresh run) and the initial weights' folder (the reference policy's).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``run_dir``.
+    """
+    from agentpo.training.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    init_dir = initial_model_dir(config, run_dir)
+    lora = config.train.lora.rank > 0
+    model, tokenizer = load_policy(
+        str(checkpoint / "model") if checkpoint is not None and not lora else init_dir,
+        config.train.lora,
+        device=device,
+        adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
+    )
+    return model, tokenizer, checkpoint, init_dir
 
 
 def load_reference(model_dir: str, *, device: torch.device) -> torch.nn.Module:

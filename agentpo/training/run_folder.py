@@ -15,8 +15,9 @@ from agentpo.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 
 #: A folder holding any of these holds a run.
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", CHECKPOINT_DIR)
-#: What ``--overwrite`` deletes: everything a run writes in its folder, and nothing else.
-RUN_ENTRIES = (*RUN_MARKERS, "tensorboard", "init_model", "wandb", "plots")
+#: What ``--overwrite`` deletes: everything a run writes in its folder, and nothing else (``model`` and
+#: ``expert_episodes.jsonl``: an ``agentpo sft`` run's final policy and expert data).
+RUN_ENTRIES = (*RUN_MARKERS, "tensorboard", "init_model", "wandb", "plots", "model", "expert_episodes.jsonl")
 
 
 class RunFolderError(ValueError):

@@ -55,7 +55,6 @@ from agentpo.training.batching import (
 )
 from agentpo.training.checkpoint import (
     forget_best_after,
-    latest_checkpoint,
     load_trainer_state,
     read_best,
     save_best,
@@ -64,7 +63,7 @@ from agentpo.training.checkpoint import (
 from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
-from agentpo.training.policy import initial_model_dir, load_policy, load_reference
+from agentpo.training.policy import load_reference, start_policy
 from agentpo.training.rewards import step_rewards
 from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
@@ -128,14 +127,8 @@ class Trainer:
         self.device = resolve_device(config.train.device)
 
         # The starting point: the latest checkpoint when resuming, else the initial weights.
-        checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        init_dir = initial_model_dir(config, self.run_dir)
-        lora = config.train.lora.rank > 0
-        self.model, self.tokenizer = load_policy(
-            str(checkpoint / "model") if checkpoint is not None and not lora else init_dir,
-            config.train.lora,
-            device=self.device,
-            adapter_dir=checkpoint / "model" if checkpoint is not None and lora else None,
+        self.model, self.tokenizer, checkpoint, init_dir = start_policy(
+            config, self.run_dir, device=self.device, resume=resume
         )
         if config.model.gradient_checkpointing:
             # transformers 5 renamed it; 4.x only has the old name.
@@ -184,6 +177,7 @@ class Trainer:
             mode=rollout.mode,
             max_in_flight=rollout.max_in_flight,
             progress=config.logging.progress,
+            parser=rollout.parser,
         )
         self.rollout = RolloutManager(self.engine, self.tokenizer, self.pool, settings)
         self.recompute_old_logprobs = should_recompute_old_logprobs(

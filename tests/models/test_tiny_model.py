@@ -10,7 +10,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agentpo.envs.corridor import CorridorEnv
-from agentpo.models.tiny import ARCHITECTURES, IM_END, IM_START, SPECIAL_TOKENS, build_tiny_model, build_word_tokenizer
+from agentpo.models.tiny import (
+    ARCHITECTURES,
+    IM_END,
+    IM_START,
+    SPECIAL_TOKENS,
+    build_tiny_model,
+    build_word_tokenizer,
+    text_words,
+)
 
 WORDS = CorridorEnv.vocabulary()
 
@@ -41,6 +49,27 @@ def test_chat_template_renders_known_tokens_only() -> None:
 def test_tokenizer_rejects_words_that_are_not_one_piece(word: str) -> None:
     with pytest.raises(ValueError, match="single word-level piece"):
         build_word_tokenizer(["room", word])
+
+
+def test_markup_tags_are_single_tokens_anywhere_and_decode_for_the_parser(tmp_path: Path) -> None:
+    from agentpo.rollout.parsing import parse_think_action_tag
+
+    words = text_words("<think> </think> <action> </action> go east")
+    assert words == ["<think>", "</think>", "<action>", "</action>", "go", "east"]
+    tokenizer = build_word_tokenizer(words)
+    tokenizer.save_pretrained(tmp_path)
+    for loaded in (tokenizer, AutoTokenizer.from_pretrained(tmp_path)):
+        ids = loaded("<THINK>go</think><action>go east</action> <actions>", add_special_tokens=False)["input_ids"]
+        tokens = loaded.convert_ids_to_tokens(ids)
+        assert tokens == ["<think>", "go", "</think>", "<action>", "go", "east", "</action>", "<unk>", "<unk>", "<unk>"]
+        assert parse_think_action_tag(loaded.decode(ids[:-3])) == "go east"
+
+
+def test_text_words_splits_like_the_tokenizer() -> None:
+    tokenizer = build_word_tokenizer(text_words("You see a desk 1, <action>look</action>!"))
+    text = "you see a desk 1 , <action> look </action> !"
+    assert tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"]) == text_words(text)
+    assert tokenizer.unk_token_id not in tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -85,3 +114,10 @@ def test_build_leaves_the_global_rng_alone(tmp_path: Path) -> None:
 def test_bad_sizes_and_arch_are_rejected(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_tiny_model(tmp_path / "m", WORDS, **kwargs)
+
+
+def test_tiny_model_for_an_env_without_a_vocabulary_is_refused_at_config_time() -> None:
+    from agentpo.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="model.source: tiny builds its tokenizer from the env's words"):
+        config_from_dict({"model": {"source": "tiny"}, "env": {"id": "agentpo/Math-v0"}, "eval": {"tasks": 0}})

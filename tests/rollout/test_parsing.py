@@ -17,6 +17,10 @@ from agentpo.rollout.parsing import PARSERS, get_parser
         ("action_tag", "<action>open drawer 1", None),
         ("action_tag", "<action>  </action>", None),
         ("action_tag", "go to desk 1", None),
+        ("think_action_tag", "<think>desk first</think> <action>go to desk 1</action>", "go to desk 1"),
+        ("think_action_tag", "<THINK></think><action>look</action>", "look"),
+        ("think_action_tag", "<action>go to desk 1</action>", None),
+        ("think_action_tag", "<think>no closing tag <action>look</action>", None),
         ("boxed", "so x = 2, answer \\boxed{2}.", "so x = 2, answer \\boxed{2}."),
         ("boxed", "the answer is 2", None),
     ],
@@ -26,7 +30,7 @@ def test_parsers(parser: str, text: str, action: str | None) -> None:
 
 
 def test_unknown_parser_lists_the_names() -> None:
-    with pytest.raises(ValueError, match="choose one of \\['action_tag', 'boxed', 'raw'\\]"):
+    with pytest.raises(ValueError, match="choose one of \\['action_tag', 'boxed', 'raw', 'think_action_tag'\\]"):
         get_parser("xml")
 
 

@@ -1,0 +1,54 @@
+"""``agentpo sft --config FILE [key=value ...] [--resume RUN_DIR | --overwrite] [--dry-run]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "supervised warm start on expert turns rendered as the RL prompts; writes RUN_DIR/model for agentpo train"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (see configs/*_sft.yaml); optional with --resume")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sft.epochs=2")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh in a run_dir that holds another run, deleting that run"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from agentpo.commands.train import load_run_config
+
+    config = load_run_config(args, "sft")
+    if isinstance(config, int):
+        return config
+    if args.dry_run:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(f"config OK: SFT on {config.sft.data} for {config.sft.epochs} epoch(s), {config.sft.batch_turns} turns a step")
+        return 0
+
+    from agentpo.training.run_folder import check_run_folder
+
+    check_run_folder(config.run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+
+    import transformers
+
+    from agentpo.commands.train import resume_hint
+    from agentpo.training.sft import SftTrainer
+
+    transformers.utils.logging.disable_progress_bar()
+    trainer = SftTrainer(config, resume=bool(args.resume), overwrite=args.overwrite)
+    try:
+        print(f"{len(trainer.rows)} training rows, {trainer.total_steps} optimizer steps")
+        out = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\nagentpo sft: interrupted. {resume_hint(config.run_dir, 'sft')}", file=sys.stderr)
+        return 130
+    finally:
+        trainer.close()
+    print(f"policy: {out}  (continue with: agentpo train --config ... model.source=pretrained model.path={out})")
+    return 0

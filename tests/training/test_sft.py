@@ -1,0 +1,136 @@
+"""agentpo sft: expert turns rendered exactly as the rollout renders them, the loss mask, a run and its resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+from agentpo.config import ConfigError, config_from_dict
+from agentpo.envs.corridor import CorridorEnv
+from agentpo.envs.pool import EnvPool
+from agentpo.models.tiny import build_word_tokenizer
+from agentpo.rollout.engines.base import Generation, SamplingParams
+from agentpo.rollout.manager import RolloutManager, RolloutSettings
+from agentpo.rollout.prompting import PromptBuilder, PromptTemplate
+from agentpo.training.checkpoint import list_checkpoints
+from agentpo.training.logger import read_metrics
+from agentpo.training.sft import (
+    SftTrainer,
+    collate_rows,
+    play_expert,
+    read_turns_jsonl,
+    render_episode,
+)
+
+CORRIDOR = "agentpo/Corridor-v0"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerBase:
+    return build_word_tokenizer(CorridorEnv.vocabulary())
+
+
+class ScriptedEngine:
+    """Answers each prompt with the next of a fixed list of responses (token ids)."""
+
+    def __init__(self, responses: list[list[int]], tokenizer: PreTrainedTokenizerBase):
+        self.responses = list(responses)
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:
+        out = []
+        for _ in prompts:
+            ids = self.responses.pop(0)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            out.append(Generation(ids, [0.0] * len(ids), text, "eos" if ids[-1] == self.tokenizer.eos_token_id else "stop"))
+        return out
+
+
+@pytest.mark.parametrize("history", [0, 2, -1])
+def test_expert_rows_are_the_rollouts_token_streams(tokenizer, history: int) -> None:
+    """The manager, fed the expert's responses, builds exactly the rows SFT trains on."""
+    builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
+    (episode,) = play_expert(CORRIDOR, {"length": 3}, tasks=1)
+    rows = render_episode(episode, builder, history=history, response="{action}")
+    answers = [tokenizer(s.action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for s in episode.steps]
+    with EnvPool(CORRIDOR, 1, env_kwargs={"length": 3}) as pool:
+        settings = RolloutSettings(group_size=1, max_turns=10, history=history, prompt="corridor")
+        manager = RolloutManager(ScriptedEngine(answers, tokenizer), tokenizer, pool, settings)
+        (rolled,) = manager.collect([0])
+    assert rolled.won and len(rolled.turns) == len(episode.steps)
+    if history == -1:
+        ids = [t for turn in rolled.turns for t in turn.prompt_ids + turn.response_ids]
+        mask = [m for turn in rolled.turns for m in [0] * len(turn.prompt_ids) + [1] * len(turn.response_ids)]
+        assert [(r.input_ids, r.loss_mask) for r in rows] == [(ids, mask)]
+    else:
+        assert [r.input_ids for r in rows] == [t.prompt_ids + t.response_ids for t in rolled.turns]
+        assert [sum(r.loss_mask) for r in rows] == [len(t.response_ids) for t in rolled.turns]
+
+
+def test_loss_mask_marks_the_response_tokens_only(tokenizer) -> None:
+    builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
+    (episode,) = play_expert(CORRIDOR, {"length": 2}, tasks=1)
+    for row, step in zip(render_episode(episode, builder, history=1, response="{action}"), episode.steps):
+        answer = [i for i, m in zip(row.input_ids, row.loss_mask) if m]
+        assert answer == tokenizer(step.action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert row.loss_mask[-len(answer) :] == [1] * len(answer) and sum(row.loss_mask) == len(answer)
+    ids, attention, loss = collate_rows(render_episode(episode, builder, history=1, response="{action}"), 0)
+    assert ids.shape == attention.shape == loss.shape and bool((loss <= attention).all())
+
+
+def test_jsonl_turns_and_their_errors(tmp_path: Path, tokenizer) -> None:
+    builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
+    path = tmp_path / "turns.jsonl"
+    path.write_text(json.dumps({"prompt": "room 1 of 2 .", "response": "north"}) + "\n\n")
+    (row,) = read_turns_jsonl(path, builder)
+    assert row.input_ids == builder.user_prompt("room 1 of 2 .") + tokenizer("north", add_special_tokens=False)["input_ids"]
+    path.write_text('{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match="turns.jsonl:1: expected an object"):
+        read_turns_jsonl(path, builder)
+
+
+def _config(tmp_path: Path, **sft) -> dict:
+    return {
+        "run_dir": str(tmp_path / "run"),
+        "model": {"source": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+        "env": {"id": CORRIDOR, "kwargs": {"length": 3}},
+        "rollout": {"history": 2},
+        "sft": {"tasks": 16, "response": "{action}", "batch_turns": 8, "log_every": 1, **sft},
+        "optim": {"lr": 3e-3},
+        "train": {"device": "cpu", "checkpoint_every": 2, "keep_checkpoints": 10},
+        "eval": {"tasks": 0},
+        "logging": {"tensorboard": False, "progress": False},
+    }
+
+
+def test_sft_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
+    config = config_from_dict(_config(tmp_path, epochs=3))
+    trainer = SftTrainer(config)
+    out = trainer.fit()
+    trainer.close()
+    records = read_metrics(config.run_dir)
+    assert records[-1]["loss"] < records[0]["loss"] and records[-1]["token_prob"] > records[0]["token_prob"]
+    final = AutoModelForCausalLM.from_pretrained(out)
+    # Resume from the checkpoint before the last: the rerun ends with the same weights and records.
+    checkpoints = list_checkpoints(config.run_dir)
+    shutil.rmtree(checkpoints[-1])
+    resumed = SftTrainer(config, resume=True)
+    assert resumed.start_step == int(checkpoints[-2].name.split("_")[1])
+    resumed.fit()
+    resumed.close()
+    again = AutoModelForCausalLM.from_pretrained(out)
+    for a, b in zip(final.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert [r["loss"] for r in read_metrics(config.run_dir)] == [r["loss"] for r in records]
+
+
+def test_sft_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sft.data: no such file"):
+        config_from_dict(_config(tmp_path, data=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(ConfigError, match="sft.response: must contain"):
+        config_from_dict(_config(tmp_path, response="go"))
