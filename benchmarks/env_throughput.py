@@ -66,8 +66,9 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def make_env(game: str, cache_dir: str) -> Any:
-    import agentpo.envs  # noqa: F401  (registers the ids)
     import gymnasium as gym
+
+    import agentpo.envs  # noqa: F401  (registers the ids)
 
     return gym.make("agentpo/ALFWorld-v0", game_path=game, cache_dir=cache_dir, max_episode_steps=10_000)
 

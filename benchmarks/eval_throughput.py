@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from agentpo.envs import HeldOutTask, text_spec
 from agentpo.envs.pool import EnvPool
-
 from agentpo.evaluation.policies import ExpertPolicy, PoolAgent
 from agentpo.evaluation.runner import EvalSettings, evaluate_policy
 from agentpo.evaluation.task_types import stratified_order

@@ -169,12 +169,12 @@ def measure(size: tuple[int, int, int], steps: int, trl_checkpointing: bool) -> 
     """Alternate TRL, agentpo (TRL-like settings), agentpo (defaults) and the floor, ``steps`` + 1 steps each."""
     import functools
 
-    from agentpo.envs.corridor import CorridorEnv
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from agentpo.config import config_from_dict
+    from agentpo.envs.corridor import CorridorEnv
     from agentpo.training.trainer import Trainer
 
     timings = Timings([], [], [], [], [], [])

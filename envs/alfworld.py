@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from agentpo.envs.alfworld_games import (
     SPLITS,
     TASK_TYPES,

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from agentpo.envs.core import TextEnv
 from agentpo.envs.math_data import (

@@ -20,9 +20,10 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from agentpo.envs.math_grading import extract_boxed
 

@@ -40,9 +40,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import IO, Any, Iterable, cast
+from typing import IO, Any, cast
 
 import psutil
 

@@ -9,10 +9,12 @@ Gymnasium keeps the id (``gymnasium.make`` works as usual, with its passive env 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
+
 from agentpo.envs.spec import TextEnvSpec
 
 NAMESPACE = "agentpo"

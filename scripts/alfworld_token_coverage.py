@@ -14,7 +14,6 @@ import argparse
 import collections
 
 from agentpo.envs.alfworld import ALFWorldEnv
-
 from agentpo.models.tiny import text_words
 
 PROBES = ("help", "inventory", "look", "fly to the moon")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from agentpo.envs import TextEnv, TextEnvSpec, register_text_env, text_spec
 
 from agentpo.cli import main
+from agentpo.envs import TextEnv, TextEnvSpec, register_text_env, text_spec
 
 WORDS = ["left", "right", "say", "go", "you", "won", "wrong"]
 

@@ -20,7 +20,7 @@ reads the ε's and the KL measures read δ.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from scipy.special import lambertw
 

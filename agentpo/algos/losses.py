@@ -33,8 +33,8 @@ gradient weights tokens by r_t; 0 for the geometric-mean losses, which weight to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -16,7 +16,7 @@ model is built at all. The losses reuse k3 with w = π_θ/π_old as their ``appr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -11,7 +11,8 @@ every valid entry so a config typo is answered with the list to choose from.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ A user schedule is one decorated function::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from agentpo.algos.registry import Registry
 

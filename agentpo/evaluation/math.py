@@ -14,9 +14,10 @@ problems at a time, so an interrupted evaluation resumes from the problems alrea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentpo.envs.math_data import BENCHMARK_AVERAGE, MathProblem, load_problems
 from agentpo.evaluation.log import check_same_settings

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentpo.evaluation.results import GameResult, GameRun
 from agentpo.evaluation.seeding import derived_seed

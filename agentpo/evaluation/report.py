@@ -11,8 +11,9 @@ writes byte-identical reports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentpo.evaluation.runner import EvalResult, EvalSettings
 from agentpo.evaluation.summary import Cell, columns

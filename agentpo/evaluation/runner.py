@@ -8,9 +8,10 @@ again on the same folder with the same settings, plays only the (seed, game) pai
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from agentpo.envs.spec import HeldOutGames, HeldOutSeeds, HeldOutTask
 from agentpo.evaluation.log import check_same_settings

@@ -7,8 +7,8 @@ hook share one definition of each quantity.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from scipy.stats import binomtest
 

@@ -8,8 +8,8 @@ new games), the mean number of steps per game and the share of steps that were i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from agentpo.evaluation.results import GameResult
 from agentpo.evaluation.stats import Interval, MeanStd, mean_std, wilson_interval

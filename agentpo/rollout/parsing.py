@@ -8,7 +8,7 @@ Templates name their parser (``parser: action_tag``); :data:`PARSERS` maps the n
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 ActionParser = Callable[[str], "str | None"]
 

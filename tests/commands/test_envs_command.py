@@ -73,6 +73,7 @@ def test_importing_the_command_loads_nothing_heavy() -> None:
 
 def test_a_user_env_is_listed_with_its_declared_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     import gymnasium as gym
+
     from agentpo.envs import TextEnvSpec, register_text_env
     from agentpo.envs.corridor import CorridorEnv
 

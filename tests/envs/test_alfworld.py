@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import agentpo.envs  # noqa: F401  (registers the ids)
 import gymnasium as gym
 import pytest
+from gymnasium.utils.env_checker import check_env
+
+import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs.alfworld import to_engine_command
 from agentpo.envs.alfworld_games import TASK_TYPES, GameFileError, smallest_games
-from gymnasium.utils.env_checker import check_env
 
 pytestmark = pytest.mark.alfworld
 

@@ -13,11 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-import agentpo.envs  # noqa: F401  (registers the ids)
 import fast_downward
 import gymnasium as gym
 import pytest
 import textworld.envs.pddl.textgen as textgen
+
+import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs import alfworld_engine
 from agentpo.envs.alfworld_games import find_games, smallest_games
 
@@ -119,11 +120,10 @@ def test_translation_cache_memory_is_bounded(small_game):
 def test_accelerated_swaps_libraries_only_inside_the_block(tmp_path):
     stock = (fast_downward.pddl2sas, textgen._parse_and_convert, textgen.copy_context)
     cache = alfworld_engine.TranslationCache(tmp_path)
-    with pytest.raises(KeyError):
-        with alfworld_engine.accelerated(cache):
-            assert fast_downward.pddl2sas == cache.pddl2sas
-            assert textgen.copy_context is not stock[2]
-            raise KeyError("leave the block by an exception")
+    with pytest.raises(KeyError), alfworld_engine.accelerated(cache):
+        assert fast_downward.pddl2sas == cache.pddl2sas
+        assert textgen.copy_context is not stock[2]
+        raise KeyError("leave the block by an exception")
     assert (fast_downward.pddl2sas, textgen._parse_and_convert, textgen.copy_context) == stock
 
 

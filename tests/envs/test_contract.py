@@ -13,8 +13,9 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
-from agentpo.envs import registered_ids
 from gymnasium.utils.env_checker import check_env, data_equivalence
+
+from agentpo.envs import registered_ids
 
 #: Constructor arguments per id: (data fixture or None, kwargs; the fixture's path becomes ``data_dir``).
 ENV_ARGS: dict[str, tuple[str | None, dict[str, Any]]] = {

@@ -10,9 +10,10 @@ import random
 from collections.abc import Callable
 from math import comb
 
-import agentpo.envs  # noqa: F401  (registers the ids)
 import gymnasium as gym
 import pytest
+
+import agentpo.envs  # noqa: F401  (registers the ids)
 from agentpo.envs.corridor import DIRECTIONS, MAX_LENGTH, CorridorEnv, parse_direction
 
 Policy = Callable[[str, dict], str]

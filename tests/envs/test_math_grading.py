@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from agentpo.envs.math_data import answer_text, load_problems
-from agentpo.envs.math_grading import GradeResult, MathGrader, as_math_text, default_grader, extract_answer, extract_boxed
+from agentpo.envs.math_grading import (
+    GradeResult,
+    MathGrader,
+    as_math_text,
+    default_grader,
+    extract_answer,
+    extract_boxed,
+)
+
 
 @pytest.fixture(scope="module")
 def grader():

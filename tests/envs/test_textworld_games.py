@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+
 from agentpo.envs import text_spec
 from agentpo.envs.textworld_games import (
     SPLIT_SEEDS,

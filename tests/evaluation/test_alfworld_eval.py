@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pytest
+
 from agentpo.envs import HeldOutTask, text_spec
 from agentpo.envs.pool import EnvPool
-
 from agentpo.evaluation import runner
 from agentpo.evaluation.policies import Agent, ExpertPolicy, PoolAgent, RandomPolicy
 from agentpo.evaluation.report import to_markdown, write_report

@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from agentpo.envs import HeldOutTask, text_spec
 
+from agentpo.envs import HeldOutTask, text_spec
 from agentpo.evaluation.task_types import stratified_order
 
 # Per-type game counts of the validation splits, from ../shared/alfworld/SOURCE.md (ALFWorld's own counts).

@@ -6,11 +6,11 @@ import itertools
 from pathlib import Path
 
 import pytest
-from agentpo.envs import corridor, register_text_env
-from agentpo.envs.corridor import CorridorEnv
 from training.runs import tiny_config
 
 from agentpo.algos.advantages import StepRewards
+from agentpo.envs import corridor, register_text_env
+from agentpo.envs.corridor import CorridorEnv
 from agentpo.rollout.episode import Episode
 from agentpo.training import trainer as trainer_module
 from agentpo.training.trainer import Trainer, episode_metrics

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from training.runs import run_training, tiny_config, without_timing
 
 from agentpo.cli import main
 from agentpo.config import save_config
@@ -18,8 +19,6 @@ from agentpo.training.checkpoint import latest_checkpoint, list_checkpoints
 from agentpo.training.logger import read_metrics
 from agentpo.training.run_folder import RunFolderError
 from agentpo.training.trainer import Trainer
-
-from training.runs import run_training, tiny_config, without_timing
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from transformers import PreTrainedTokenizerBase
 from agentpo.envs import TextEnv, register_text_env
 from agentpo.envs.corridor import CorridorEnv, parse_direction
 from agentpo.envs.pool import EnvPool
-from agentpo.rollout.batch import collate
 from agentpo.rollout import manager as manager_module
+from agentpo.rollout.batch import collate
 from agentpo.rollout.engines.base import Generation, Request, SamplingParams
 from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.episode import Episode

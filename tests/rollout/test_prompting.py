@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agentpo.envs import registered_ids, text_spec
-from agentpo.envs.corridor import CorridorEnv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedTokenizerBase
 
+from agentpo.envs import registered_ids, text_spec
+from agentpo.envs.corridor import CorridorEnv
 from agentpo.rollout.prompting import (
     PROMPTS_DIR,
     HistoryItem,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agentpo.envs.corridor import CorridorEnv
-from agentpo.envs.pool import EnvPool
 from transformers import PreTrainedTokenizerBase
 
+from agentpo.envs.corridor import CorridorEnv
+from agentpo.envs.pool import EnvPool
 from agentpo.rollout.engines.base import SamplingParams
 from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings

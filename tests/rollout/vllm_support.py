@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from agentpo.envs.corridor import CorridorEnv
 from transformers import AutoModelForCausalLM
 
+from agentpo.envs.corridor import CorridorEnv
 from agentpo.models.tiny import build_tiny_model
 
 # In-process engine with a small KV cache: ~6 s to start instead of ~40 s with a separate process.

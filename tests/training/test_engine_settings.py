@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from agentpo.envs.corridor import CorridorEnv
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from agentpo.config import ConfigError, load_config
+from agentpo.envs.corridor import CorridorEnv
 from agentpo.models.tiny import build_tiny_model
 from agentpo.training.weight_sync import policy_state_dict
 
