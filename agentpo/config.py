@@ -159,7 +159,7 @@ class EnvConfig:
     )
     num_workers: int = option(
         0,
-        "env worker processes (0: step the envs in the trainer process, where no timeout applies and a crashing "
+        "env worker processes or Ray actors (0: step the envs in the trainer process, where no timeout applies and a crashing "
         "env takes the trainer down: see docs/reliability.md)",
     )
     step_timeout: float = option(60.0, "seconds an env step may take in a worker before the worker is replaced")
@@ -167,6 +167,10 @@ class EnvConfig:
     max_observation_chars: int = option(
         50_000, "an observation longer than this ends its episode with an env error instead of flooding the prompt"
     )
+    backend: Literal["processes", "ray"] = option(
+        "processes", "where env workers run: local processes, or Ray actors spread over a Ray cluster (ray extra)"
+    )
+    ray_address: str = option("", "backend=ray: the cluster ray.init joins ('': RAY_ADDRESS, else a local Ray)")
 
     def __post_init__(self) -> None:
         try:
@@ -179,6 +183,11 @@ class EnvConfig:
         _require(self.reset_timeout > 0, "reset_timeout", f"must be > 0, got {self.reset_timeout}")
         _require(self.max_observation_chars >= 1, "max_observation_chars", "must be >= 1")
         _check_env_kwargs(self.id, self.kwargs, "kwargs")
+        if self.backend == "ray":
+            import importlib.util
+
+            _require(self.num_workers >= 1, "num_workers", "backend=ray needs at least one actor (num_workers >= 1)")
+            _require(importlib.util.find_spec("ray") is not None, "backend", "ray needs Ray: pip install 'agentpo[ray]'")
 
     def pool_options(self) -> dict[str, Any]:
         """The :class:`~agentpo.envs.pool.EnvPool` keyword arguments these settings make (besides the env)."""

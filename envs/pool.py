@@ -46,9 +46,10 @@ import signal
 import sys
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import gymnasium as gym
 import numpy as np
@@ -201,35 +202,26 @@ class _Worker:
     deadline: float = 0.0
 
 
-class EnvPool:
-    """``num_envs`` instances of a registered env, in this process or spread over worker processes.
+class SlotPool(ABC):
+    """What every env pool shares: the slots, their calls in flight and the results waiting for ``collect``.
 
-    Args:
-        env_id: a registered Gymnasium id (its spec travels to the workers, so ids registered in this
-            process at runtime work too, provided their entry point can be imported there).
-        num_envs: number of slots.
-        env_kwargs: keyword arguments for ``gymnasium.make``.
-        num_workers: 0 keeps the envs in this process; otherwise ``min(num_workers, num_envs)`` processes.
-        step_timeout: seconds one env may take for one step before its worker is replaced.
-        reset_timeout: the same for a reset (and for a worker to start).
-        max_observation_chars: a longer observation fails the episode with an ``env_error``.
+    A backend (:class:`EnvPool`'s processes, :class:`~agentpo.envs.ray_pool.RayEnvPool`'s actors)
+    implements ``_send(command, requests)`` (start the calls; a slot's result goes to
+    ``self._finished`` when it arrives), ``_receive()`` (wait for the next answer or deadline) and
+    ``close()``; a slot whose worker was replaced is in ``self._lost`` until it is reset.
     """
 
     def __init__(
         self,
         env_id: str,
         num_envs: int,
-        *,
-        env_kwargs: dict[str, Any] | None = None,
-        num_workers: int = 0,
-        step_timeout: float = 60.0,
-        reset_timeout: float = 300.0,
-        max_observation_chars: int = MAX_OBSERVATION_CHARS,
+        env_kwargs: dict[str, Any] | None,
+        step_timeout: float,
+        reset_timeout: float,
+        max_observation_chars: int,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be 0 (in-process) or more, got {num_workers}")
         if step_timeout <= 0 or reset_timeout <= 0:
             raise ValueError(f"timeouts must be positive, got step {step_timeout}, reset {reset_timeout}")
         if max_observation_chars < 1:
@@ -245,35 +237,6 @@ class EnvPool:
         self._in_flight: set[int] = set()  # slots sent a call whose result has not been collected
         self._finished: Results = {}  # results that arrived and wait for collect
         self._closed = False
-        self._local: dict[int, gym.Env] = {}
-        self._workers: list[_Worker] = []
-        if num_workers == 0:
-            self._local = {slot: _make(self._spec, self._env_kwargs) for slot in range(num_envs)}
-            return
-        # spawn, not fork: the parent may hold threads (torch, engines) that a fork would copy mid-state.
-        self._context = multiprocessing.get_context("spawn")
-        count = min(num_workers, num_envs)
-        self._workers = [self._spawn(list(range(w, num_envs, count))) for w in range(count)]
-        try:
-            for worker in self._workers:
-                self._await_ready(worker)
-        except RuntimeError:
-            self.close()
-            raise
-
-    @property
-    def num_workers(self) -> int:
-        """Worker processes (0: the envs live in this process)."""
-        return len(self._workers)
-
-    @property
-    def restarts(self) -> int:
-        """How many times a worker has been replaced since the pool started."""
-        return sum(w.replaced for w in self._workers)
-
-    def worker_pids(self) -> list[int]:
-        """Process ids of the current workers, in worker order."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def reset(self, requests: ResetRequests) -> ResetResults:
         """Reset the named slots, each with its ``(seed, options)``; returns ``slot -> (obs, info)``."""
@@ -327,6 +290,93 @@ class EnvPool:
         self._in_flight.difference_update(wanted)
         return {slot: self._finished.pop(slot) for slot in wanted}
 
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers and release the envs. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_slots(self, requests: dict[int, Any]) -> None:
+        if self._closed:
+            raise RuntimeError(f"the {type(self).__name__} is closed")
+        bad = [slot for slot in requests if not isinstance(slot, int) or not 0 <= slot < self.num_envs]
+        if bad:
+            raise ValueError(f"slots {bad} do not exist; this pool has slots 0..{self.num_envs - 1}")
+        busy = [slot for slot in requests if slot in self._in_flight]
+        if busy:
+            raise ValueError(f"slots {busy} still have a call in flight; collect its result first")
+
+    @abstractmethod
+    def _send(self, command: str, requests: dict[int, Any]) -> None:
+        """Start ``command`` for each slot of ``requests`` (already marked in flight)."""
+
+    @abstractmethod
+    def _receive(self, limit: float | None = None) -> None:
+        """Wait for the next answer of a busy worker (or a deadline, or ``limit`` s) and file what arrived in ``_finished``."""
+
+
+class EnvPool(SlotPool):
+    """``num_envs`` instances of a registered env, in this process or spread over worker processes.
+
+    Args:
+        env_id: a registered Gymnasium id (its spec travels to the workers, so ids registered in this
+            process at runtime work too, provided their entry point can be imported there).
+        num_envs: number of slots.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        num_workers: 0 keeps the envs in this process; otherwise ``min(num_workers, num_envs)`` processes.
+        step_timeout: seconds one env may take for one step before its worker is replaced.
+        reset_timeout: the same for a reset (and for a worker to start).
+        max_observation_chars: a longer observation fails the episode with an ``env_error``.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        *,
+        env_kwargs: dict[str, Any] | None = None,
+        num_workers: int = 0,
+        step_timeout: float = 60.0,
+        reset_timeout: float = 300.0,
+        max_observation_chars: int = MAX_OBSERVATION_CHARS,
+    ):
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (in-process) or more, got {num_workers}")
+        super().__init__(env_id, num_envs, env_kwargs, step_timeout, reset_timeout, max_observation_chars)
+        self._local: dict[int, gym.Env] = {}
+        self._workers: list[_Worker] = []
+        if num_workers == 0:
+            self._local = {slot: _make(self._spec, self._env_kwargs) for slot in range(num_envs)}
+            return
+        # spawn, not fork: the parent may hold threads (torch, engines) that a fork would copy mid-state.
+        self._context = multiprocessing.get_context("spawn")
+        count = min(num_workers, num_envs)
+        self._workers = [self._spawn(list(range(w, num_envs, count))) for w in range(count)]
+        try:
+            for worker in self._workers:
+                self._await_ready(worker)
+        except RuntimeError:
+            self.close()
+            raise
+
+    @property
+    def num_workers(self) -> int:
+        """Worker processes (0: the envs live in this process)."""
+        return len(self._workers)
+
+    @property
+    def restarts(self) -> int:
+        """How many times a worker has been replaced since the pool started."""
+        return sum(w.replaced for w in self._workers)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers, in worker order."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
     def close(self) -> None:
         """Stop the workers (or close the local envs). Idempotent."""
         if self._closed:
@@ -346,23 +396,7 @@ class EnvPool:
                 worker.process.join()
             worker.conn.close()
 
-    def __enter__(self) -> EnvPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     # -- internals -----------------------------------------------------------------------------
-
-    def _check_slots(self, requests: dict[int, Any]) -> None:
-        if self._closed:
-            raise RuntimeError("the EnvPool is closed")
-        bad = [slot for slot in requests if not isinstance(slot, int) or not 0 <= slot < self.num_envs]
-        if bad:
-            raise ValueError(f"slots {bad} do not exist; this pool has slots 0..{self.num_envs - 1}")
-        busy = [slot for slot in requests if slot in self._in_flight]
-        if busy:
-            raise ValueError(f"slots {busy} still have a call in flight; collect its result first")
 
     def _send(self, command: str, requests: dict[int, Any]) -> None:
         """Run the calls here (no workers) or send each worker one message with its slots' calls."""

@@ -1,8 +1,13 @@
-"""``agentpo train --config FILE [key=value ...] [--resume RUN_DIR | --overwrite] [--dry-run]``."""
+"""``agentpo train --config FILE [key=value ...] [--resume RUN_DIR | --overwrite] [--dry-run]``.
+
+Under ``torchrun --nproc_per_node N -m agentpo train ...`` every rank runs this command and trains its
+share (see docs/training.md, "Scaling out"); rank 0 alone checks the run folder and prints.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -64,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_run_config(args, "train")
     if isinstance(config, int):
         return config
-    for note in config.warnings():
+    main_rank = os.environ.get("RANK", "0") == "0"  # torchrun sets RANK; a plain run is rank 0
+    for note in config.warnings() if main_rank else []:
         print(f"warning: {note}", file=sys.stderr)
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from agentpo.training.run_folder import check_run_folder
 
     # The folder is checked before the heavy imports: a refused run stops at once, having written nothing.
-    check_run_folder(config.run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    if main_rank:  # the other ranks would find the folder rank 0 has started writing
+        check_run_folder(config.run_dir, resume=bool(args.resume), overwrite=args.overwrite)
 
     import transformers
 
@@ -92,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         trainer.close()
+        trainer.dp.close()
+    if not trainer.dp.is_main:  # under torchrun rank 0 speaks for the job
+        return 0
     if "before" in summary and "after" in summary:
         print(f"held-out {config.eval.best_metric}: before {summary['before']:.3f} -> after {summary['after']:.3f}")
     print(f"run folder: {config.run_dir}  (plot with: agentpo plot {config.run_dir})")

@@ -143,15 +143,23 @@ def load_trainer_state(
     The file is read with ``weights_only=True``: anything but tensors and plain containers (a
     planted pickle payload) is refused with a ValueError instead of being run.
     """
-    path = Path(checkpoint) / "trainer_state.pt"
-    try:
-        state = torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} holds objects a trainer state never has; refusing to load it ({err})") from None
+    state = load_plain(Path(checkpoint) / "trainer_state.pt")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"])
     return int(state["step"])
+
+
+def load_plain(path: Path) -> Any:
+    """A ``torch.save`` file of tensors and plain containers, read with ``weights_only=True``.
+
+    Raises:
+        ValueError: the file holds other objects (a planted pickle payload is refused, never run).
+    """
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds objects a trainer state never has; refusing to load it ({err})") from None
 
 
 def _fresh_tmp(final: Path) -> Path:

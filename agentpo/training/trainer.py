@@ -38,32 +38,21 @@ from agentpo.algos.ref_kl import kl_penalty
 from agentpo.algos.schedules import PSchedule
 from agentpo.algos.tis import truncated_is_weights
 from agentpo.config import Config, save_config
-from agentpo.envs.pool import EnvPool
+from agentpo.envs.backends import make_env_pool
 from agentpo.rollout.batch import TrainBatch, collate
 from agentpo.rollout.engines.base import SamplingParams
 from agentpo.rollout.engines.factory import build_engine
 from agentpo.rollout.episode import Episode
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.rollout.transcript import write_transcripts
-from agentpo.training.batching import (
-    block,
-    chunk,
-    micro_batch,
-    normalizers,
-    split_episodes,
-    unit_ids,
-)
-from agentpo.training.checkpoint import (
-    forget_best_after,
-    load_trainer_state,
-    read_best,
-    save_best,
-    save_checkpoint,
-)
+from agentpo.training.batching import block, chunk, micro_batch, normalizers, unit_ids
+from agentpo.training.checkpoint import forget_best_after, read_best
+from agentpo.training.distributed import DataParallel, idle_pass
+from agentpo.training.distributed_checkpoint import load_trainer_state, save_best, save_checkpoint
 from agentpo.training.logger import MetricsLogger, timed
 from agentpo.training.logprobs import first_action_column, token_logprobs
 from agentpo.training.optim import build_optimizer, build_scheduler
-from agentpo.training.policy import load_reference, start_policy
+from agentpo.training.policy import initial_model_dir, load_reference, start_policy
 from agentpo.training.rewards import step_rewards
 from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
@@ -120,13 +109,21 @@ class Trainer:
     def __init__(self, config: Config, *, resume: bool = False, overwrite: bool = False):
         self.config = config
         self.run_dir = Path(config.run_dir)
-        prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
+        # One process, or this rank of a torchrun job (each rank collects its share of the tasks).
+        self.dp = DataParallel.from_environment(resolve_device(config.train.device))
+        self.device = self.dp.device
+        if self.dp.is_main:  # rank 0 checks and prepares the run folder (and builds a tiny initial model)
+            prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
+        else:
+            self.dp.barrier()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.train.num_threads)
         torch.manual_seed(config.train.seed)
-        self.device = resolve_device(config.train.device)
 
         # The starting point: the latest checkpoint when resuming, else the initial weights.
+        if self.dp.is_main:
+            initial_model_dir(config, self.run_dir)  # a tiny initial model is built before other ranks read it
+            self.dp.barrier()
         self.model, self.tokenizer, checkpoint, init_dir = start_policy(
             config, self.run_dir, device=self.device, resume=resume
         )
@@ -135,13 +132,24 @@ class Trainer:
             enable = getattr(self.model, "activation_checkpointing_enable", None)
             (enable or self.model.gradient_checkpointing_enable)()
         self.reference = load_reference(init_dir, device=self.device) if config.algorithm.kl_coef > 0 else None
+        if self.dp.enabled and config.train.lora.rank > 0 and config.rollout.engine != "transformers":
+            raise ValueError(
+                "train.lora with rollout.engine=vllm runs on one process only: under torchrun the gathered "
+                "weights are not merged for vLLM; use rollout.engine=transformers or train without LoRA"
+            )
+        # The embedded engine of a rank samples from a replica (self.model itself on one process).
+        engine_model = self.dp.replica(self.model) if config.rollout.engine == "transformers" else self.model
+        self.model = self.dp.shard(self.model, bf16=config.train.bf16)
 
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.optimizer_steps)
         self.start_step = 0
         if checkpoint is not None:
-            self.start_step = load_trainer_state(checkpoint, optimizer=self.optimizer, scheduler=self.scheduler)
-        save_config(config, self.run_dir / "config.yaml")
+            self.start_step = load_trainer_state(
+                checkpoint, self.dp, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+        if self.dp.is_main:
+            save_config(config, self.run_dir / "config.yaml")
 
         # The embedded engine samples from the very module the optimizer updates, so new weights
         # are in the engine as soon as the optimizer steps (no copy, no second model in memory);
@@ -149,7 +157,7 @@ class Trainer:
         rollout = config.rollout
         self.engine = build_engine(
             rollout.engine,
-            self.model,
+            engine_model,
             self.tokenizer,
             model_dir=init_dir,
             device=self.device,
@@ -157,11 +165,15 @@ class Trainer:
             vllm=rollout.vllm,
             seed=config.train.seed,
         )
-        self.separate_engine = getattr(self.engine, "model", None) is not self.model
-        self.pool = EnvPool(
+        # A separate engine (vLLM) holds its own copy of the weights; so does a rank's replica in a sharded
+        # run, but that one is the trained module's twin (same fp32 weights before every rollout).
+        self.separate_engine = rollout.engine != "transformers"
+        self.pool = make_env_pool(
             config.env.id,
-            config.episodes_per_batch,
+            len(self.dp.share(range(config.train.batch_tasks))) * rollout.group_size,
             env_kwargs={**config.env.kwargs, "max_episode_steps": rollout.max_turns},
+            backend=config.env.backend,
+            ray_address=config.env.ray_address,
             **config.env.pool_options(),
         )
         sampling = SamplingParams(
@@ -188,10 +200,11 @@ class Trainer:
         self.validation: Validation | None = None
         if config.eval.tasks:
             self.validation = build_validation(
-                config, self.engine, self.tokenizer, self.pool, settings, progress=self._validation_progress
+                config, self.engine, self.tokenizer, self.pool, settings, progress=self._validation_progress, dp=self.dp
             )
             # A resumed run validates its iterations after the checkpoint again, with its own weights.
-            forget_best_after(self.run_dir, self.start_step)
+            if self.dp.is_main:
+                forget_best_after(self.run_dir, self.start_step)
 
         algorithm = config.algorithm
         self.p_schedule = PSchedule(
@@ -204,13 +217,15 @@ class Trainer:
         )
         self.clip_low, self.clip_high = algorithm.clip_range()
         self.loss_fn = POLICY_LOSSES.get(algorithm.loss)
-        self.logger = MetricsLogger(
-            self.run_dir,
-            config.logging,
-            total_steps=config.train.steps,
-            start_step=self.start_step,
-            run_config=config.to_dict(),
-        )
+        self.logger = None  # only rank 0 logs
+        if self.dp.is_main:
+            self.logger = MetricsLogger(
+                self.run_dir,
+                config.logging,
+                total_steps=config.train.steps,
+                start_step=self.start_step,
+                run_config=config.to_dict(),
+            )
 
     # ------------------------------------------------------------------------------------- the loop
 
@@ -225,7 +240,7 @@ class Trainer:
         summary = {}
         if self.start_step == 0 and self.validation is not None:
             summary["before"] = self.validate(0)[metric]
-            self.logger.message(f"held-out {metric} before training: {summary['before']:.3f}")
+            self._message(f"held-out {metric} before training: {summary['before']:.3f}")
         for step in range(self.start_step + 1, config.train.steps + 1):
             metrics = self.train_step(step)
             every = config.eval.every
@@ -234,23 +249,29 @@ class Trainer:
                 self._keep_if_best(step, metrics[metric])
             if step == config.train.steps and self.validation is not None:
                 summary["after"] = metrics[metric]
-            self.logger.log(step, metrics)
+            if self.logger is not None:
+                self.logger.log(step, metrics)
             every = config.train.checkpoint_every
             if (every and step % every == 0) or step == config.train.steps:
-                self.logger.phase("checkpoint", 0, 1)
+                self._phase("checkpoint", 0, 1)
                 save_checkpoint(
                     self.run_dir,
                     step,
+                    self.dp,
                     model=self.model,
                     tokenizer=self.tokenizer,
                     optimizer=self.optimizer,
                     scheduler=self.scheduler,
                     keep=config.train.keep_checkpoints,
                 )
-                self.logger.phase("checkpoint", 1, 1)
+                self._phase("checkpoint", 1, 1)
         if "after" in summary:
-            self.logger.message(f"held-out {metric} after training: {summary['after']:.3f}")
+            self._message(f"held-out {metric} after training: {summary['after']:.3f}")
         return summary
+
+    def _message(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger.message(text)
 
     def validate(self, step: int) -> dict[str, float]:
         """``val/...`` metrics of the current policy on the held-out tasks (see :mod:`~agentpo.training.validation`)."""
@@ -265,15 +286,20 @@ class Trainer:
         return metrics
 
     def _validation_progress(self, done: int, total: int) -> None:
-        self.logger.phase("validation", done, total)
+        self._phase("validation", done, total)
+
+    def _phase(self, name: str, done: int, total: int) -> None:
+        if self.logger is not None:  # rank 0's progress line speaks for the job
+            self.logger.phase(name, done, total)
 
     def _keep_if_best(self, step: int, value: float) -> None:
         """Save the policy as the run's best when ``value`` beats every earlier validation (ties keep the earlier)."""
         best = read_best(self.run_dir)
-        if best is None or value > best["value"]:
+        if self.dp.broadcast(best is None or value > best["value"]):  # every rank joins the gathering save
             save_best(
                 self.run_dir,
                 step,
+                self.dp,
                 metric=self.config.eval.best_metric,
                 value=value,
                 model=self.model,
@@ -290,24 +316,27 @@ class Trainer:
         # 1. rollout: B tasks x G attempts. Training seeds stay below the held-out ones.
         with timed(metrics, "time/rollout_s"):
             task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
-            episodes = self.rollout.collect(task_seeds, seed=int(rng.integers(1 << 62)))
-        metrics.update(episode_metrics(episodes))
+            # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
+            seed = self.dp.rollout_seed(int(rng.integers(1 << 62)))
+            episodes = self.rollout.collect(self.dp.share(task_seeds), seed=seed)
+        metrics.update(episode_metrics(episodes, self.dp))
         every = config.logging.transcripts_every
-        if every and step % every == 0:
+        if every and step % every == 0 and self.dp.is_main:  # rank 0's share of the tasks
             firsts = [e for e in episodes if e.episode_id % config.rollout.group_size == 0]
             write_transcripts(self.run_dir, step, firsts[: config.logging.transcripts], self.tokenizer)
-        collected = len(episodes)
+        (collected,) = self.dp.sum(len(episodes))
         # An episode lost to an env error says nothing about the policy: it is counted
         # (env_error_rate), and left out of the advantages and the updates.
         episodes = [e for e in episodes if e.env_error is None]
-        if not episodes:
+        if not self.dp.sum(len(episodes))[0]:
             return self._step_metrics(metrics, started, collected)
 
         # 2. rewards and 3. advantages, one per turn.
         similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
         steps = step_rewards(episodes, config.rollout.invalid_action_penalty, similarity=similarity)
         advantages, adv_metrics = compute_advantages(algorithm.advantage, steps, algorithm.advantage_settings())
-        metrics.update({k: float(v) for k, v in adv_metrics.items()})
+        # Groups never leave their rank, so the advantages are local; their statistics are merged.
+        metrics.update(self.dp.merge_statistics({k: float(v) for k, v in adv_metrics.items()}, len(episodes)))
 
         batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
         units = unit_ids(batch, algorithm.scope)
@@ -321,9 +350,11 @@ class Trainer:
             old_logprobs = batch.old_logprobs
             if self.recompute_old_logprobs:
                 old_logprobs = self._logprobs(self.model, batch)
-                metrics["engine_logprob_abs_diff"] = masked_mean(
-                    (old_logprobs - batch.old_logprobs).abs(), batch.action_mask
+                gap, count = self.dp.sum(
+                    float(((old_logprobs - batch.old_logprobs).abs() * batch.action_mask).sum()),
+                    float(batch.action_mask.sum()),
                 )
+                metrics["engine_logprob_abs_diff"] = gap / max(count, 1.0)
                 if algorithm.tis_cap > 0:
                     token_weights, tis_metrics = truncated_is_weights(
                         old_logprobs - batch.old_logprobs, batch.action_mask, units, algorithm.tis_cap
@@ -336,17 +367,24 @@ class Trainer:
         updates = []
         with timed(metrics, "time/update_s"):
             for _ in range(config.train.epochs):
-                for minibatch in split_episodes(len(episodes), config.train.minibatches, shuffle):
+                for minibatch in self.dp.split_episodes(len(episodes), config.train.minibatches, shuffle):
                     updates.append(
                         self._update(step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights)
                     )
-        metrics.update(reduce_metrics(u for u in updates if u))
+        metrics.update(reduce_metrics(u for u in self.dp.merge_updates(updates) if u))
 
-        # 6. Weights into the engine: the embedded one samples from self.model itself; vLLM gets a copy.
-        if self.separate_engine:
+        # 6. Weights into the engine: the embedded one samples from self.model itself; vLLM gets a copy,
+        # and so does each rank's engine in a sharded run (the weights gathered from every rank first).
+        if self.separate_engine or self.dp.enabled:
             with timed(metrics, "time/weight_sync_s"):
-                self.engine.load_weights(policy_state_dict(self.model))
+                self.engine.load_weights(self._engine_weights())
         return self._step_metrics(metrics, started, collected)
+
+    def _engine_weights(self) -> dict[str, Tensor]:
+        """The policy's weights as a separate engine loads them: on N ranks, gathered from the shards."""
+        if self.dp.enabled:  # the replica's own keys (LoRA included); vLLM gets plain models only (checked at start)
+            return self.dp.full_state_dict(self.model)
+        return policy_state_dict(self.model)
 
     def _step_metrics(self, metrics: dict[str, float], started: float, episodes: int) -> dict[str, float]:
         """``metrics`` with the step's time, generation throughput over its ``episodes`` and learning rate."""
@@ -369,7 +407,8 @@ class Trainer:
         """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches
         (``token_weights``: TIS weights that scale the advantages, see :mod:`agentpo.algos.tis`)."""
         config, algorithm = self.config, self.config.algorithm
-        tokens, num_units = normalizers(batch, units, episodes)
+        # Summed over ranks: each rank's loss is its share of the whole minibatch's sum over the same normalisers.
+        tokens, num_units = self.dp.sum(*normalizers(batch, units, episodes))
         if tokens == 0:  # every episode of this minibatch ended before its first turn (env errors)
             return {}
         p = self.p_schedule.at(iteration=iteration, optimizer_step=self.scheduler.last_epoch)
@@ -384,7 +423,9 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         micro_metrics = []
-        for micro in chunk(episodes, config.train.micro_batch_episodes):
+        micros = [micro for micro in chunk(episodes, config.train.micro_batch_episodes) if len(micro)]
+        idle = self._idle_passes_needed(self.model, len(micros))
+        for micro in micros:
             mb = micro_batch(
                 batch,
                 micro,
@@ -416,13 +457,15 @@ class Trainer:
             record["loss"] = float(loss.detach())
             record["entropy"] = masked_mean(entropy.detach(), mb.action_mask)
             micro_metrics.append(record)
-        max_norm = config.optim.max_grad_norm or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
+        for _ in range(idle):
+            idle_pass(self.model, self.device, backward=True)
+        grad_norm = self.dp.clip_grad_norm(self.model, config.optim.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.scheduler.step()
         update = reduce_metrics(micro_metrics)
-        update["loss"] = update["loss"] * len(micro_metrics)  # the minibatch loss is the micro-batch sum
-        update["grad_norm"] = float(grad_norm)
+        # The minibatch loss is the micro-batch sum (0 on a rank that holds none of its episodes).
+        update["loss"] = update.get("loss", 0.0) * len(micro_metrics)
+        update["grad_norm"] = grad_norm
         return update
 
     # ------------------------------------------------------------------------------------- helpers
@@ -432,14 +475,29 @@ class Trainer:
         """``[N, L]`` log-probs of the action tokens under ``model`` (0 elsewhere), micro-batch by micro-batch."""
         out = torch.zeros_like(batch.old_logprobs)
         episodes = torch.unique(batch.row_episode)
-        for micro in chunk(episodes, self.config.train.micro_batch_episodes):
+        micros = chunk(episodes, self.config.train.micro_batch_episodes)
+        idle = self._idle_passes_needed(model, len(micros))
+        for micro in micros:
             rows, cols = block(batch, micro)
             with self._autocast():
                 logprobs, _ = self._action_logprobs(
                     model, batch.input_ids[rows, cols], batch.attention_mask[rows, cols], batch.action_mask[rows, cols]
                 )
             out[rows, cols] = logprobs
+        for _ in range(idle):
+            idle_pass(model, self.device, backward=False)
         return out
+
+    def _idle_passes_needed(self, model: torch.nn.Module, passes: int) -> int:
+        """How many passes that change nothing this rank adds to its ``passes`` to match the busiest rank.
+
+        The sharded policy's forward and backward are collectives (FSDP all-gathers its parameters),
+        so every rank must run the same number; unsharded modules (the reference) need none. Ask
+        before the first pass: the answer is itself a collective.
+        """
+        if self.dp.enabled and model is self.model:
+            return self.dp.max(passes) - passes
+        return 0
 
     def _action_logprobs(
         self,
@@ -451,7 +509,13 @@ class Trainer:
         with_entropy: bool = False,
         entropy_grad: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """:func:`token_logprobs` on the action tokens with this run's temperature, prefix sharing and logits budget."""
+        """:func:`token_logprobs` on the action tokens with this run's temperature, prefix sharing and logits budget.
+
+        The sharded policy runs one plain forward per call: a shared prefix (a second forward on some
+        ranks only) or a chunked output layer (outside the root module's forward) would break FSDP's
+        collectives.
+        """
+        sharded = self.dp.enabled and model is self.model
         return token_logprobs(
             model,
             input_ids,
@@ -461,8 +525,8 @@ class Trainer:
             entropy_grad=entropy_grad,
             from_column=first_action_column(action_mask),
             targets=action_mask,
-            share_prefix=self.config.train.share_prefix,
-            max_logits_bytes=self.config.train.max_logits_mb * 2**20,
+            share_prefix=self.config.train.share_prefix and not sharded,
+            max_logits_bytes=float("inf") if sharded else self.config.train.max_logits_mb * 2**20,
         )
 
     def _autocast(self) -> torch.autocast:
@@ -475,19 +539,21 @@ class Trainer:
         if self.separate_engine:
             self.engine.close()
         self.pool.close()
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()
 
 
-def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
+def episode_metrics(episodes: list[Episode], dp: DataParallel | None = None) -> dict[str, float]:
     """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log.
 
     ``env_error_rate`` is the share of episodes lost to env errors; they count as failures in
-    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on.
+    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on. With ``dp``,
+    the means are over every rank's episodes.
     """
-    means = reduce_metrics(e.metrics() for e in episodes)
+    records = [{**e.metrics(), "env_error_rate": float(e.env_error is not None)} for e in episodes]
+    means = reduce_metrics((dp or DataParallel()).gather(records))
     means["success_rate"] = means.pop("success")
     means["reward_mean"] = means.pop("return")
-    means["env_error_rate"] = sum(e.env_error is not None for e in episodes) / len(episodes)
     return means
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from transformers import PreTrainedTokenizerBase
 
 from agentpo.config import Config
+from agentpo.envs.backends import make_env_pool
 from agentpo.envs.pool import EnvPool
 from agentpo.envs.spec import HeldOutDatasets
 from agentpo.evaluation.runner import (
@@ -33,6 +34,7 @@ from agentpo.evaluation.runner import (
 )
 from agentpo.rollout.engines.base import Engine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
+from agentpo.training.distributed import DataParallel
 
 EVAL_DIR = "eval"
 
@@ -59,6 +61,7 @@ def build_validation(
     pool: EnvPool,
     rollout: RolloutSettings,
     progress: Progress | None = None,
+    dp: DataParallel | None = None,
 ) -> Validation:
     """The validation of ``config`` (its ``eval`` section must ask for one: ``eval.tasks != 0``).
 
@@ -69,15 +72,23 @@ def build_validation(
         rollout: the training rollout settings; validation keeps them but for one attempt per task
             and the ``eval.temperature`` sampling.
         progress: told ``(done, total)`` as held-out tasks finish.
+        dp: the data-parallel ranks: each plays the whole validation (the same seeded samples, so the
+            same numbers on every rank) and rank 0 alone writes the records.
     """
+    dp = dp or DataParallel()
     settings = replace(rollout, group_size=1, sampling=replace(rollout.sampling, temperature=config.eval.temperature))
     if isinstance(config.env_spec.held_out, HeldOutDatasets):
-        return MathValidation(config, engine, tokenizer, settings, progress)
-    return EpisodeValidation(config, engine, tokenizer, pool, settings, progress)
+        return MathValidation(config, engine, tokenizer, settings, progress, dp)
+    return EpisodeValidation(config, engine, tokenizer, pool, settings, progress, dp)
 
 
-def _fresh_dir(config: Config, step: int) -> Path:
-    """``RUN_DIR/eval/step_NNNNNN``, emptied: a resumed run re-validates a step with its own weights."""
+def _fresh_dir(config: Config, step: int, dp: DataParallel) -> Path | None:
+    """``RUN_DIR/eval/step_NNNNNN``, emptied: a resumed run re-validates a step with its own weights.
+
+    None on ranks other than 0, which write nothing.
+    """
+    if not dp.is_main:
+        return None
     out = Path(config.run_dir) / EVAL_DIR / f"step_{step:06d}"
     if out.exists():
         shutil.rmtree(out)
@@ -95,17 +106,21 @@ class EpisodeValidation:
         pool: EnvPool,
         rollout: RolloutSettings,
         progress: Progress | None = None,
+        dp: DataParallel | None = None,
     ):
         from agentpo.evaluation.policies import ModelAgent
 
         self.config = config
         self.progress = progress
+        self.dp = dp or DataParallel()
         self.own_pool = None
         if config.eval.env_kwargs:
-            self.own_pool = EnvPool(
+            self.own_pool = make_env_pool(
                 config.env.id,
                 pool.num_envs,
                 env_kwargs={**config.env.kwargs, **config.eval.env_kwargs, "max_episode_steps": rollout.max_turns},
+                backend=config.env.backend,
+                ray_address=config.env.ray_address,
                 **config.env.pool_options(),
             )
         self.agent = ModelAgent(RolloutManager(engine, tokenizer, self.own_pool or pool, rollout))
@@ -136,7 +151,7 @@ class EpisodeValidation:
             self.tasks,
             settings,
             task_types=self.config.env_spec.task_types,
-            out_dir=_fresh_dir(self.config, step),
+            out_dir=_fresh_dir(self.config, step, self.dp),
             on_result=finished,
         )
         return result.summary()
@@ -156,12 +171,14 @@ class MathValidation:
         tokenizer: PreTrainedTokenizerBase,
         rollout: RolloutSettings,
         progress: Progress | None = None,
+        dp: DataParallel | None = None,
     ):
         from agentpo.envs.math_grading import MathGrader
         from agentpo.evaluation.math import MathEvalSettings, ModelSolver
 
         self.config = config
         self.progress = progress
+        self.dp = dp or DataParallel()
         self.solver = ModelSolver(engine, tokenizer, rollout.sampling, prompt=rollout.prompt)
         self.grader = MathGrader()
         self.settings = MathEvalSettings(
@@ -192,7 +209,7 @@ class MathValidation:
             settings,
             self.grader,
             data_dir=self.config.env.kwargs.get("data_dir"),
-            out_dir=_fresh_dir(self.config, step),
+            out_dir=_fresh_dir(self.config, step, self.dp),
             on_batch=graded,
         )
         return result.summary()

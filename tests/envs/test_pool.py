@@ -1,17 +1,19 @@
 """EnvPool: results per slot, parallel workers, and isolation of envs that raise, die or hang.
 
 A deliberately faulty text env is registered here; its spec (with this module's class as entry
-point) travels to the spawned workers, which import this module to build it.
+point) travels to the spawned workers, which import this module to build it. The tests with workers
+run against both backends, worker processes and Ray actors (one local Ray for the module).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import gymnasium as gym
+import psutil
 import pytest
-
 from agentpo.envs import register_text_env
 from agentpo.envs.core import TextEnv
 from agentpo.envs.pool import EnvPool
@@ -40,6 +42,34 @@ class FaultyEnv(TextEnv):
 FAULTY = register_text_env("agentpo-test/Faulty-v0", FaultyEnv)
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (its start costs seconds); actors can import this test module."""
+    ray = pytest.importorskip("ray")
+    # pytest imports this file by its folder (no package): the actors need that folder on their path.
+    root = str(Path(__file__).resolve().parent)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(params=["processes", "ray"])
+def Pool(request):
+    """The pool class of a backend: worker processes or Ray actors."""
+    if request.param == "processes":
+        return EnvPool
+    request.getfixturevalue("ray_session")
+    from agentpo.envs.ray_pool import RayEnvPool
+
+    return RayEnvPool
+
+
 def test_in_process_pool_answers_per_slot_and_isolates_a_raising_env():
     with EnvPool(FAULTY, 3) as pool:
         assert pool.num_workers == 0
@@ -59,14 +89,17 @@ def test_bad_slots_and_configuration_are_refused():
             pool.step({2: "look"})
     with pytest.raises(RuntimeError, match="is closed"):
         pool.step({0: "look"})
-    with pytest.raises(RuntimeError, match="could not build"):
-        EnvPool(FAULTY, 2, num_workers=1, env_kwargs={"no_such_argument": 1})
     with pytest.raises(gym.error.Error):
         EnvPool("agentpo/NoSuchEnv-v0", 1)
 
 
-def test_workers_step_in_parallel_round_robin():
-    with EnvPool(FAULTY, 4, num_workers=2) as pool:
+def test_a_worker_that_cannot_build_its_envs_is_refused(Pool):
+    with pytest.raises(RuntimeError, match="could not build"):
+        Pool(FAULTY, 2, num_workers=1, env_kwargs={"no_such_argument": 1})
+
+
+def test_workers_step_in_parallel_round_robin(Pool):
+    with Pool(FAULTY, 4, num_workers=2) as pool:
         first = pool.reset({slot: (slot, None) for slot in range(4)})
         pids = pool.worker_pids()
         assert [first[slot][1]["pid"] for slot in range(4)] == [pids[0], pids[1], pids[0], pids[1]]
@@ -77,12 +110,14 @@ def test_workers_step_in_parallel_round_robin():
         assert elapsed < 2.6, f"two workers took {elapsed:.2f} s for two 1.5 s steps: not parallel"
 
 
-def test_a_dying_worker_fails_only_its_slots_and_is_replaced():
-    with EnvPool(FAULTY, 4, num_workers=2) as pool:
+def test_a_dying_worker_fails_only_its_slots_and_is_replaced(Pool):
+    with Pool(FAULTY, 4, num_workers=2) as pool:
         pool.reset({slot: (slot, None) for slot in range(4)})
         old_pids = pool.worker_pids()
         out = pool.step({0: "crash", 1: "look", 3: "look"})
-        assert out[0][:4] == ("", 0.0, False, True) and "died (exit code 3)" in out[0][4]["env_error"]
+        assert out[0][:4] == ("", 0.0, False, True) and "died" in out[0][4]["env_error"]
+        if Pool is EnvPool:
+            assert "(exit code 3)" in out[0][4]["env_error"]
         assert out[1][0] == out[3][0] == "echo look"
         assert pool.restarts == 1
         new_pids = pool.worker_pids()
@@ -94,8 +129,8 @@ def test_a_dying_worker_fails_only_its_slots_and_is_replaced():
         assert pool.step({0: "look", 2: "win"})[2][:3] == ("echo win", 1.0, True)
 
 
-def test_a_hanging_worker_times_out_and_is_replaced():
-    with EnvPool(FAULTY, 2, num_workers=2, step_timeout=1.0) as pool:
+def test_a_hanging_worker_times_out_and_is_replaced(Pool):
+    with Pool(FAULTY, 2, num_workers=2, step_timeout=1.0) as pool:
         pool.reset({0: (0, None), 1: (1, None)})
         start = time.monotonic()
         out = pool.step({0: "hang", 1: "look"})
@@ -106,16 +141,16 @@ def test_a_hanging_worker_times_out_and_is_replaced():
         assert pool.reset({0: (3, None)})[0][0] == "start 3"
 
 
-def test_a_raising_env_in_a_worker_keeps_the_worker():
-    with EnvPool(FAULTY, 2, num_workers=1) as pool:
+def test_a_raising_env_in_a_worker_keeps_the_worker(Pool):
+    with Pool(FAULTY, 2, num_workers=1) as pool:
         pool.reset({0: (0, None), 1: (1, None)})
         out = pool.step({0: "raise", 1: "look"})
         assert out[0][4] == {"env_error": "RuntimeError: asked to raise"}
         assert out[1][0] == "echo look" and pool.restarts == 0
 
 
-def test_send_and_collect_return_each_slot_as_it_finishes():
-    with EnvPool(FAULTY, 2, num_workers=2) as pool:
+def test_send_and_collect_return_each_slot_as_it_finishes(Pool):
+    with Pool(FAULTY, 2, num_workers=2) as pool:
         pool.send_reset({0: (0, None), 1: (1, None)})
         assert pool.collect([1, 0]) == {
             slot: (f"start {slot}", {"won": False, "task_id": str(slot), "task_type": "faulty", "pid": pid})
@@ -136,8 +171,8 @@ def test_send_and_collect_return_each_slot_as_it_finishes():
             pool.collect([1])
 
 
-def test_collect_with_a_timeout_returns_what_has_finished_by_then():
-    with EnvPool(FAULTY, 2, num_workers=2) as pool:
+def test_collect_with_a_timeout_returns_what_has_finished_by_then(Pool):
+    with Pool(FAULTY, 2, num_workers=2) as pool:
         pool.reset({0: (0, None), 1: (1, None)})
         pool.send_step({0: "sleep 1.5"})
         assert pool.collect(timeout=0) == {}
@@ -148,8 +183,8 @@ def test_collect_with_a_timeout_returns_what_has_finished_by_then():
         assert pool.collect(timeout=0) == {}
 
 
-def test_a_worker_runs_queued_calls_in_order_and_times_each_one():
-    with EnvPool(FAULTY, 2, num_workers=1, step_timeout=1.0) as pool:
+def test_a_worker_runs_queued_calls_in_order_and_times_each_one(Pool):
+    with Pool(FAULTY, 2, num_workers=1, step_timeout=1.0) as pool:
         pool.reset({0: (0, None), 1: (1, None)})
         # Each call gets the full timeout from when it starts, not from when it was sent.
         pool.send_step({0: "sleep 0.7"})
@@ -161,6 +196,17 @@ def test_a_worker_runs_queued_calls_in_order_and_times_each_one():
         out = pool.collect([0, 1])
         assert "slot 0's step ran past 1 s" in out[0][4]["env_error"]
         assert "was replaced" in out[1][4]["env_error"] and pool.restarts == 1
+
+
+def test_worker_processes_are_gone_after_close(Pool):
+    pool = Pool(FAULTY, 2, num_workers=2)
+    pids = pool.worker_pids()
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    pool.close()
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
+        assert time.monotonic() < deadline, f"worker processes {pids} outlived the pool"
+        time.sleep(0.1)
 
 
 def test_in_process_pool_supports_send_and_collect():

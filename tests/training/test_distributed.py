@@ -1,0 +1,132 @@
+"""Data-parallel training on 2 gloo ranks (torchrun, FSDP2) against one process.
+
+One iteration on 2 ranks must give the weights and metrics of one process trained on the union of
+the ranks' episodes (3 tasks: 2 on rank 0, 1 on rank 1, so token counts differ per rank), with
+micro-batching, unit and token normalisers and the reference KL. A 2-rank run must resume exactly,
+and a checkpoint refuses another world size.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agentpo.training.checkpoint import checkpoint_path
+from agentpo.training.trainer import Trainer
+
+from .runs import run_training, tiny_config, without_timing
+
+WORKER = Path(__file__).with_name("distributed_runs.py")
+
+#: Settings the equivalence runs share: recompute pi_old in both (a rank's engine samples from a replica).
+BASE = {"train": {"steps": 1, "recompute_old_logprobs": "true", "seed": 5}}
+
+CASES = {
+    # seq-mean-token-mean: the unit count is the normaliser; micro-batches of 3 episodes (rank 0: 8
+    # episodes in 2 minibatches of ~6, rank 1: 4) so the ranks run different numbers of passes.
+    "holder_units_micro_kl": {
+        "train": {"minibatches": 2, "micro_batch_episodes": 3},
+        "algorithm": {"kl_coef": 0.1},
+    },
+    # token-mean: the token count is the normaliser; turn scope; whole minibatches.
+    "grpo_tokens_turns": {
+        "train": {"minibatches": 3, "micro_batch_episodes": 0},
+        "algorithm": {"loss": "grpo", "agg_mode": "token-mean", "scope": "turn"},
+    },
+}
+
+#: Metrics that must equal the single process's (the per-micro-batch diagnostics are means over ranks).
+SAME_METRICS = ("loss", "grad_norm", "success_rate", "reward_mean", "turns", "tokens_generated",
+                "num_groups", "zero_var_group_frac", "env_error_rate", "lr", "p")
+
+
+def merge(*dicts: dict) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for section, values in d.items():
+            out[section] = {**out.get(section, {}), **values}
+    return out
+
+
+def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps(jobs))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", str(WORKER), str(spec)]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+
+
+def single_process_update(run_dir: Path, sections: dict, episodes_file: Path) -> dict:
+    """One iteration in this process; its episodes are stored for the ranks."""
+    trainer = Trainer(tiny_config(run_dir, **sections))
+    try:
+        collect = trainer.rollout.collect
+        captured = []
+
+        def spy(*args: object, **kwargs: object) -> list:
+            episodes = collect(*args, **kwargs)
+            captured.extend(episodes)
+            return episodes
+
+        trainer.rollout.collect = spy
+        metrics = trainer.train_step(1)
+        episodes_file.write_bytes(pickle.dumps(captured))
+        return {"state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, "metrics": metrics}
+    finally:
+        trainer.close()
+
+
+# ~17 s (~50 s on a loaded box): a torchrun launch of 2 ranks plus 2 single-process references
+def test_two_ranks_update_like_one_process_on_the_union_of_their_episodes(tmp_path: Path) -> None:
+    singles, jobs = {}, []
+    for name, case in CASES.items():
+        sections = merge(BASE, case)
+        episodes = tmp_path / f"{name}.pkl"
+        singles[name] = single_process_update(tmp_path / f"single_{name}", sections, episodes)
+        jobs.append({
+            "kind": "update",
+            "config": {**sections, "run_dir": str(tmp_path / f"ranks_{name}")},
+            "episodes": str(episodes),
+            "out": str(tmp_path / f"{name}.pt"),
+        })
+    torchrun(tmp_path, jobs)
+    for name, single in singles.items():
+        ranks = torch.load(tmp_path / f"{name}.pt")
+        initial = load_file(tmp_path / f"single_{name}" / "init_model" / "model.safetensors")
+        moved = max(float((single["state"][k] - initial[k]).abs().max()) for k in initial)
+        assert moved > 1e-4, f"{name}: the update did not move the weights; the comparison would be empty"
+        assert ranks["state"].keys() == single["state"].keys()
+        for key, value in single["state"].items():
+            torch.testing.assert_close(ranks["state"][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+        for key in SAME_METRICS:
+            assert ranks["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5, abs=1e-7), f"{name}: {key}"
+
+
+# ~18 s (~50 s on a loaded box): a torchrun launch of 2 ranks running 3 short trainings
+def test_two_ranks_checkpoint_and_resume_exactly_and_refuse_another_world_size(tmp_path: Path) -> None:
+    def job(run_dir: Path, steps: int, resume: bool) -> dict:
+        train = {"steps": steps, "checkpoint_every": 1, "micro_batch_episodes": 2}
+        return {"kind": "train", "config": {"run_dir": str(run_dir), "train": train}, "resume": resume}
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    torchrun(tmp_path, [job(full, 3, False), job(cut, 1, False), job(cut, 3, True)])
+    records = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    assert without_timing(resumed) == without_timing(records)
+    full_model = load_file(checkpoint_path(full, 3) / "model" / "model.safetensors")
+    cut_model = load_file(checkpoint_path(cut, 3) / "model" / "model.safetensors")
+    assert full_model.keys() == cut_model.keys()
+    for key in full_model:
+        assert torch.equal(full_model[key], cut_model[key]), key
+    assert (checkpoint_path(cut, 3) / "optimizer").is_dir()
+
+    with pytest.raises(ValueError, match=r"written by 2 rank\(s\) and this job has 1"):
+        run_training(tiny_config(cut, train={"steps": 4, "checkpoint_every": 1, "micro_batch_episodes": 2}), resume=True)
