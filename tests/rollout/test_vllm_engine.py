@@ -5,6 +5,7 @@ length end responses at the same token, seeds are per request, and streaming ret
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -128,6 +129,18 @@ def test_a_sample_depends_on_its_seed_not_on_its_batch_mates(engine: VLLMEngine,
         engine.submit(Request(key=i, prompt=prompt, sampling=replace(sampling, seed=1000 + i)))
     engine.submit(Request(key="crowded", prompt=prompts[1], sampling=own_seed))
     assert dict(_drain(engine))["crowded"].token_ids == alone.token_ids
+
+
+def test_seeded_prompts_longer_than_the_token_budget_of_one_step(engine: VLLMEngine, prompts: list[list[int]]) -> None:
+    # 12 x 800 distinct prompt tokens exceed vLLM's per-step budget (4096), so a chunked prefill would cut a
+    # seeded request; on a CPU that crashed the engine ("CPU Generator does not use offset").
+    words = sorted({token for prompt in prompts for token in prompt})
+    draw = random.Random(0)
+    long_prompts = [[draw.choice(words) for _ in range(800)] for _ in range(12)]  # distinct: no prefix-cache hits
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=4, seed=5)
+    first = engine.generate(long_prompts, sampling)
+    assert len(first) == len(long_prompts) and all(1 <= len(g.token_ids) <= 4 for g in first)
+    assert [g.token_ids for g in engine.generate(long_prompts, sampling)] == [g.token_ids for g in first]
 
 
 def test_streaming_returns_each_request_once_as_it_finishes(engine: VLLMEngine, prompts: list[list[int]]) -> None:

@@ -148,6 +148,9 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {}
         if self.on_cpu:
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gb * 2**30)
+            # A prefill cut into chunks rewinds the request's seeded generator by its offset, which CPU
+            # generators lack ("CPU Generator does not use offset"): whole prefills only on a CPU.
+            kwargs["enable_chunked_prefill"] = False
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len:
