@@ -565,9 +565,11 @@ class EvalConfig:
     checkpoint: str = option(
         "best", "agentpo eval RUN_DIR: which policy of the run plays: best, latest, or a checkpoint folder"
     )
+    transcripts: int = option(0, "agentpo eval: the first N games a model plays, as readable text in OUT/transcripts.txt")
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "every", "must be >= 0")
+        _require(self.transcripts >= 0, "transcripts", f"must be >= 0, got {self.transcripts}")
         _require(self.tasks >= -1, "tasks", f"must be >= 1, -1 (all) or 0 (no validation), got {self.tasks}")
         _require(self.temperature >= 0, "temperature", "must be >= 0")
         _require(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")

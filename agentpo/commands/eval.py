@@ -143,6 +143,7 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
 
     from agentpo.envs.pool import EnvPool
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
+    from agentpo.rollout.transcript import TranscriptFile
     from agentpo.evaluation.report import to_markdown, write_report
     from agentpo.evaluation.runner import (
         EvalSettings,
@@ -178,7 +179,9 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
         agent: Agent
         if is_model:
             assert model is not None
-            agent = ModelAgent(_rollout_manager(config, model, pool))
+            manager = _rollout_manager(config, model, pool)
+            transcripts = TranscriptFile(out / "transcripts.txt", manager.prompts.tokenizer, config.eval.transcripts)
+            agent = ModelAgent(manager, transcripts=transcripts)
         else:
             agent = PoolAgent(pool, STEP_POLICIES[policy]())
         total = len(tasks) * config.eval.seeds

@@ -24,6 +24,7 @@ from agentpo.evaluation.seeding import derived_seed
 if TYPE_CHECKING:
     from agentpo.envs.pool import EnvPool
     from agentpo.rollout import RolloutManager
+    from agentpo.rollout.transcript import TranscriptFile
 
 
 class StepPolicy(Protocol):
@@ -202,11 +203,12 @@ class ModelAgent:
     ``collect`` ``games_per_collect`` at a time (default: four per pool slot, so the engine batch
     stays full while slots are refilled), and each chunk's results are yielded when it returns. The
     chunk's sampling seed is derived from its first run, so a resumed evaluation redraws the same
-    samples for the same chunk.
+    samples for the same chunk. ``transcripts``, when given, receives the episodes as they finish.
     """
 
     manager: RolloutManager
     games_per_collect: int = 0
+    transcripts: TranscriptFile | None = None
 
     def __post_init__(self) -> None:
         if self.manager.settings.group_size != 1:
@@ -225,6 +227,8 @@ class ModelAgent:
                 [run.options for run in chunk],
                 seed=derived_seed(chunk[0].seed, chunk[0].game),
             )
+            if self.transcripts is not None:
+                self.transcripts.add(episodes)
             for run, episode in zip(chunk, episodes):
                 yield GameResult(
                     game=run.game,

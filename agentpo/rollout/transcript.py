@@ -10,7 +10,9 @@ and log-probs are left out: this is for people reading what the policy does.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -52,6 +54,25 @@ def write_transcripts(
     path = folder / f"step_{step:06d}.txt"
     path.write_text("\n".join(format_episode(e, tokenizer) for e in episodes), encoding="utf-8")
     return path
+
+
+@dataclass
+class TranscriptFile:
+    """Appends the first ``limit`` episodes it is handed, as transcripts, to the text file ``path``."""
+
+    path: Path
+    tokenizer: PreTrainedTokenizerBase
+    limit: int
+    written: int = 0
+
+    def add(self, episodes: Iterable[Episode]) -> None:
+        """Write as many of ``episodes`` as the limit still allows."""
+        take = list(itertools.islice(episodes, max(0, self.limit - self.written)))
+        if take:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write("\n".join(format_episode(e, self.tokenizer) for e in take) + "\n")
+            self.written += len(take)
 
 
 def _indent(text: str) -> str:

@@ -51,6 +51,20 @@ def test_resuming_under_other_settings_is_refused_naming_them(tmp_path: Path, ca
     assert "max_steps: 6 there, 4 now" in capsys.readouterr().err
 
 
+def test_a_model_on_corridor_writes_transcripts_of_its_first_games(tmp_path: Path) -> None:
+    from agentpo.envs.corridor import CorridorEnv
+    from agentpo.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", CorridorEnv.vocabulary(), hidden_size=32, num_layers=1,
+                                 num_heads=2)
+    argv = [f"model.path={model_dir}", "env.id=agentpo/Corridor-v0", "eval.tasks=3", "eval.transcripts=2",
+            "rollout.max_turns=2", "rollout.max_new_tokens=4", "--out", str(tmp_path / "eval")]
+    assert _run(argv) == 0
+    text = (tmp_path / "eval" / "transcripts.txt").read_text()
+    assert text.count("=== episode") == 2 and text.count("--- turn 1") == 2
+    assert "[response]" in text and "[env]" in text
+
+
 @pytest.mark.alfworld
 def test_a_model_plays_alfworld_in_async_mode(alfworld_data_dir: Path, tmp_path: Path) -> None:
     from agentpo.models.tiny import build_tiny_model
