@@ -143,7 +143,6 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
 
     from agentpo.envs.pool import EnvPool
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
-    from agentpo.rollout.transcript import TranscriptFile
     from agentpo.evaluation.report import to_markdown, write_report
     from agentpo.evaluation.runner import (
         EvalSettings,
@@ -151,6 +150,7 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
         held_out_tasks,
         split_label,
     )
+    from agentpo.rollout.transcript import TranscriptFile
 
     policy, rollout = config.eval.policy, config.rollout
     is_model = policy == "model"
