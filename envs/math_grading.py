@@ -234,8 +234,8 @@ class MathGrader:
             elif not answer.strip():
                 results[index] = GradeResult(False, False, answer, "the answer is empty")
             elif len(answer) > self.max_answer_chars:
-                error = f"the answer is longer than {self.max_answer_chars} characters"
-                results[index] = GradeResult(False, False, answer, error)
+                why = f"the answer is longer than {self.max_answer_chars} characters"
+                results[index] = GradeResult(False, False, answer, why)
             else:
                 jobs.setdefault((gold, answer), []).append(index)
         with self._lock:
@@ -285,13 +285,16 @@ class MathGrader:
         """Wait for the next message or deadline and record what arrived."""
         pending = [worker for worker in self._workers if not worker.ready or worker.job is not None]
         timeout = max(0.0, min(worker.deadline for worker in pending) - time.monotonic())
-        readable = set(wait([worker.stdout for worker in pending], timeout))
+        # wait() takes anything with fileno(); typeshed lists only connections, sockets and ints.
+        readable = set(wait([worker.stdout for worker in pending], timeout))  # type: ignore[misc]
         for worker in pending:
             if worker.stdout in readable:
                 message = worker.receive()
                 if not worker.ready:
                     self._on_startup(worker, message)
-                elif message is None:
+                    continue
+                assert worker.job is not None  # a ready worker is pending only while it has a job
+                if message is None:
                     verdicts[worker.job] = (False, False, f"grader worker exited with code {worker.process.poll()}")
                     self._replace(worker)
                 else:
@@ -306,6 +309,7 @@ class MathGrader:
         """Kill a busy worker past its CPU budget or the wall ceiling; else look again a little later."""
         now, cpu = time.monotonic(), worker.check_cpu_seconds()
         budget = self.time_limit + self.kill_grace
+        assert worker.job is not None  # only a busy worker has a budget
         if cpu < budget and now < worker.wall_deadline:
             # CPU time cannot outrun wall time (one thread), so the budget is not spent before now + the rest.
             worker.deadline = min(worker.wall_deadline, now + max(budget - cpu, _BUDGET_POLL_S))
@@ -460,7 +464,9 @@ def worker_import_path() -> list[str]:
     the entry that holds this package stays, so a checkout run in place still works.
     """
     here = os.path.realpath(os.getcwd())
-    home = os.path.realpath(os.path.dirname(os.path.dirname(importlib.util.find_spec("agentpo").origin or "")))
+    spec = importlib.util.find_spec("agentpo")
+    assert spec is not None  # this module is part of agentpo
+    home = os.path.realpath(os.path.dirname(os.path.dirname(spec.origin or "")))
     return [p for p in sys.path if p and (os.path.realpath(p) != here or os.path.realpath(p) == home)]
 
 

@@ -291,7 +291,7 @@ def _engine(config: Config, model: str) -> tuple[Any, Any]:
     device = resolve_device(config.train.device)
     policy, tokenizer = load_model(model, device=device)
     # A LoRA checkpoint is merged into its base model, whose folder holds the architecture vLLM loads.
-    architecture_dir = policy.name_or_path if (Path(model) / "adapter_config.json").exists() else model
+    architecture_dir = (policy.name_or_path or model) if (Path(model) / "adapter_config.json").exists() else model
     engine = build_engine(
         config.rollout.engine,
         policy.eval(),

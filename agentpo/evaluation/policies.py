@@ -16,7 +16,7 @@ import random
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from agentpo.evaluation.results import GameResult, GameRun
 from agentpo.evaluation.seeding import derived_seed
@@ -132,13 +132,14 @@ class PoolAgent:
                 for slot, result in self.pool.collect().items():
                     if slot in starting:
                         run = starting.pop(slot)
-                        observation, info = result
+                        observation, info = cast(tuple[str, dict[str, Any]], result)
                         if info.get("env_error"):
                             yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
                         else:
                             live[slot] = _LiveGame(run, observation, info, run_rng(run), task_type=_task_type(run, info))
                     else:
-                        finished = self._record_step(live[slot], result)
+                        step = cast(tuple[str, float, bool, bool, dict[str, Any]], result)
+                        finished = self._record_step(live[slot], step)
                         if finished is not None:
                             del live[slot]
                             yield finished

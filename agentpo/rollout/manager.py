@@ -179,7 +179,7 @@ class RolloutManager:
             Episodes ordered by group then attempt: ``episodes[g * G + j]`` is attempt j of task g,
             with ``episode_id`` its index and ``group_id`` g.
         """
-        options = task_options if task_options is not None else [None] * len(task_seeds)
+        options: list[dict | None] = task_options if task_options is not None else [None] * len(task_seeds)
         if len(options) != len(task_seeds):
             raise ValueError(f"got {len(task_seeds)} task seeds but {len(options)} task options")
         if self.pool.num_envs < 1:
@@ -237,7 +237,7 @@ class RolloutManager:
         """One lockstep turn of every live episode; returns the slots whose episodes ended."""
         slots = sorted(live)
         prompts = [self._next_prompt(live[slot]) for slot in slots]
-        generations = self.engine.generate([engine_prompt for _, engine_prompt in prompts], sampling)
+        generations = cast(Engine, self.engine).generate([engine_prompt for _, engine_prompt in prompts], sampling)
         moves = [self._move(generation) for generation in generations]
         results = self.pool.step({slot: env_action for slot, (_, env_action) in zip(slots, moves)})
         ended = [
@@ -293,8 +293,8 @@ class RolloutManager:
                 poll_started = time.perf_counter()
                 polled = engine.poll(timeout=ENGINE_POLL_S if starting or stepping else None)
                 last_poll_s = time.perf_counter() - poll_started
-                for slot, generation in polled:
-                    slot = cast(int, slot)
+                for key, generation in polled:
+                    slot = cast(int, key)
                     action, actions[slot] = self._move(generation)
                     stepping[slot] = (asking.pop(slot), generation, action)
                 if actions:

@@ -38,7 +38,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -226,10 +226,13 @@ class PromptBuilder:
         user = self.template.followup.format(
             observation=observation, admissible_actions=format_admissible(admissible), step=step
         )
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": "-"}, {"role": "assistant", "content": marker}, {"role": "user", "content": user}],
-            tokenize=False,
-            add_generation_prompt=True,
+        rendered = cast(
+            str,  # tokenize=False: the rendered text
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "-"}, {"role": "assistant", "content": marker}, {"role": "user", "content": user}],
+                tokenize=False,
+                add_generation_prompt=True,
+            ),
         )
         if rendered.count(marker) != 1:
             raise ValueError("the chat template does not render assistant messages verbatim; full history needs that")
@@ -247,7 +250,7 @@ class PromptBuilder:
 
     def _render_messages(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
         chat = [{"role": role, "content": content} for role, content in messages]
-        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        text = cast(str, self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
         return tuple(self._encode(text))
 
     def _encode(self, text: str) -> list[int]:

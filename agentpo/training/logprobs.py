@@ -125,14 +125,16 @@ def token_logprobs(
     checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     prefix = shared_prefix(input_ids, attention_mask, from_column - 1) if share_prefix and not checkpointing else None
     start = prefix.cut if prefix is not None else 0
-    head = model.get_output_embeddings()
+    # model is a causal LM (or a peft wrapper of one); typed as a Module, its methods read as tensors to mypy.
+    head = model.get_output_embeddings()  # type: ignore[operator]
     vocab = head.weight.shape[0]
     plain_head = not any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in HEAD_EXTRAS)
     # Column t is predicted by the logits at t - 1: the full path keeps positions from_column - 1 .. L - 1.
     keep = length - from_column + 1
 
     if rows * keep * vocab * 4 > max_logits_bytes and plain_head:
-        hidden = _forward(model.get_decoder(), input_ids, attention_mask, position_ids, prefix).last_hidden_state
+        decoder = model.get_decoder()  # type: ignore[operator]
+        hidden = _forward(decoder, input_ids, attention_mask, position_ids, prefix).last_hidden_state
         row, column = wanted.nonzero(as_tuple=True)
         chunk = max(1, int(max_logits_bytes // (vocab * 4)))
         picked, entropies = [], []

@@ -97,7 +97,7 @@ def load_policy(
                 base,
                 PeftLoraConfig(
                     r=lora.rank,
-                    lora_alpha=lora.alpha,
+                    lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; the scale alpha / r takes a float
                     lora_dropout=lora.dropout,
                     target_modules=list(lora.target_modules),
                     task_type="CAUSAL_LM",

@@ -302,7 +302,7 @@ class SftTrainer:
             if step % sft.log_every == 0 or step == self.total_steps:
                 metrics = {k: sum(r[k] for r in records) / len(records) for k in records[0]}
                 metrics["epoch"] = step / per_epoch
-                metrics["lr"] = self.scheduler.get_last_lr()[0]
+                metrics["lr"] = float(self.scheduler.get_last_lr()[0])
                 self.logger.log(step, metrics)
                 records = []
             every = config.train.checkpoint_every
@@ -350,7 +350,7 @@ class SftTrainer:
     def save_final(self) -> Path:
         """Write the policy to ``RUN_DIR/model`` (LoRA adapters merged), loadable as ``model.path``."""
         out = self.run_dir / MODEL_DIR
-        model = self.model
+        model: Any = self.model  # a PreTrainedModel, or a PeftModel with LoRA
         if self.config.train.lora.rank > 0:
             model = model.merge_and_unload()
         model.save_pretrained(out, safe_serialization=True)

@@ -31,7 +31,8 @@ def policy_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if isinstance(module, LoraLayer):
             adapters = [a for a in module.active_adapters if a in module.lora_A]
             if adapters:
-                deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in adapters)
+                # get_delta_weight is defined on LoraLayer's concrete layers; a sum of tensors is a tensor.
+                deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in adapters)  # type: ignore[attr-defined,assignment]
     state: dict[str, torch.Tensor] = {}
     for key, value in base.state_dict().items():
         if ".lora_" in key:

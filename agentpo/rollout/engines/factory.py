@@ -42,8 +42,9 @@ def build_engine(
     """
     from agentpo.rollout.engines.hf import TransformersEngine, _eos_token_ids
 
+    # model is a PreTrainedModel or a peft wrapper of one, which generates alike.
     if name == "transformers":
-        return TransformersEngine(model, tokenizer, device=device, max_batch_size=max_batch_size or None)
+        return TransformersEngine(model, tokenizer, device=device, max_batch_size=max_batch_size or None)  # type: ignore[arg-type]
     if name != "vllm":
         raise ValueError(f"unknown engine {name!r}; choose transformers or vllm")
     from agentpo.config import VLLMConfig
@@ -54,7 +55,7 @@ def build_engine(
     engine = VLLMEngine(
         model_dir,
         tokenizer,
-        _eos_token_ids(model, tokenizer),
+        _eos_token_ids(model, tokenizer),  # type: ignore[arg-type]
         dtype=settings.dtype,
         seed=seed,
         gpu_memory_utilization=settings.gpu_memory_utilization,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
+from typing import cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -117,7 +118,8 @@ class TransformersEngine:
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        # transformers types .to() as a decorated method, which mypy reads as wanting the model first.
+        self.model = model.to(self.device)  # type: ignore[arg-type]
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.eos_token_ids = _eos_token_ids(model, tokenizer)
@@ -280,7 +282,7 @@ class TransformersEngine:
                 Generation(
                     token_ids=token_ids,
                     logprobs=row_logprobs[:length],
-                    text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
+                    text=cast(str, self.tokenizer.decode(token_ids, skip_special_tokens=True)),  # one sequence: one str
                     finish_reason=finish,
                 )
             )

@@ -36,7 +36,7 @@ import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -274,7 +274,7 @@ class VLLMEngine:
         return Generation(
             token_ids=state.token_ids,
             logprobs=state.logprobs,
-            text=self.tokenizer.decode(state.token_ids, skip_special_tokens=True),
+            text=cast(str, self.tokenizer.decode(state.token_ids, skip_special_tokens=True)),  # one sequence: one str
             finish_reason=finish,
         )
 
