@@ -177,7 +177,7 @@ class TranslationCache:
         if not hmac.compare_digest(tag, self._tag(key, payload)):
             return None  # not written by this user's cache (planted, altered or truncated): recompute
         try:
-            return pickle.loads(gzip.decompress(payload))
+            return pickle.loads(gzip.decompress(payload))  # noqa: S301  # the HMAC tag above proves this user wrote it
         except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
             return None  # written by an older version of the translator's classes: recompute
 

@@ -106,7 +106,8 @@ class TextEnv(gym.Env[str, str]):
 
     # Text has no frame rate; render_fps is declared because Gymnasium's checker and video wrappers
     # expect one from every env that renders at all.
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    # Gymnasium declares metadata as a plain attribute, which a ClassVar here would clash with.
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 1}  # noqa: RUF012
 
     def __init__(self, render_mode: str | None = None, max_text_chars: int = MAX_TEXT_CHARS):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -29,6 +29,7 @@ needed), and never fork a parent that holds threads.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import importlib.util
 import json
@@ -447,10 +448,8 @@ class _Worker:
     def _close_pipes(self) -> None:
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None and not pipe.closed:
-                try:
+                with contextlib.suppress(BrokenPipeError):  # unflushed bytes to a dead worker
                     pipe.close()
-                except BrokenPipeError:  # unflushed bytes to a dead worker
-                    pass
 
 
 #: Seconds between looks at a busy worker's CPU use once its check is near its budget.

@@ -60,7 +60,7 @@ def plot_regions(ax: plt.Axes) -> None:
     ]
     for delta in (0.0231, 0.05):
         rows += [(f"{name.upper()} δ = {delta}", clip_bounds(name, delta=delta)) for name in ("kl1", "kl2", "kl3")]
-    for y, (label, (low, high)) in enumerate(rows):
+    for y, (_label, (low, high)) in enumerate(rows):
         ax.barh(y, high - low, left=low, height=0.6, color=f"C{y % 10}", alpha=0.7)
         ax.text(high + 0.01, y, f"[{low:.3f}, {high:.3f}]", va="center", fontsize=7)
     ax.axvline(1.0, color="black", linewidth=0.8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,5 +30,5 @@ def test_a_line_cut_short_is_dropped_and_the_next_append_starts_clean(tmp_path: 
 def test_a_damaged_line_inside_the_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "games.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"b": 2}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="games.jsonl:2"):
+    with pytest.raises(ValueError, match=re.escape("games.jsonl:2")):
         JsonLinesLog(path).read()

@@ -69,7 +69,7 @@ class RolloutSettings:
     group_size: int = 8
     max_turns: int = 50
     history: int = 2
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     invalid_action_penalty: float = 0.0
     prompt: str = "corridor"
     mode: Literal["lockstep", "async"] = "lockstep"

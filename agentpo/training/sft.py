@@ -107,7 +107,7 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
                         raise ValueError(f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)")
                     live[slot] = (starts[slot][0], [], observation, info)
             actions = {}
-            for slot, (task, steps, observation, info) in list(live.items()):
+            for slot, (_task, steps, observation, info) in list(live.items()):
                 if info.get("expert_plan"):
                     actions[slot] = str(info["expert_plan"][0])
                     steps.append(ExpertStep(observation, info.get("admissible_actions"), actions[slot]))

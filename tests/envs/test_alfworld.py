@@ -8,6 +8,7 @@ through one cache directory.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -173,9 +174,9 @@ def test_gymnasium_env_checker(make_env, alfworld_data_dir):
 
 def test_bad_arguments_are_named(make_env, alfworld_data_dir, monkeypatch):
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
-    with pytest.raises(ValueError, match="data_dir.*ALFWORLD_DATA"):
+    with pytest.raises(ValueError, match=r"data_dir.*ALFWORLD_DATA"):
         gym.make(ENV_ID)
-    with pytest.raises(ValueError, match="has no json_2.1.1"):
+    with pytest.raises(ValueError, match=re.escape("has no json_2.1.1")):
         gym.make(ENV_ID, data_dir=str(alfworld_data_dir / "nowhere"))
     with pytest.raises(ValueError, match="unknown ALFWorld split 'test'"):
         make_env(split="test")

@@ -146,5 +146,5 @@ def test_templates_that_only_read_are_accepted(template):
 @pytest.mark.parametrize("template", ["{o.names.append(1)}", "[{(o := r) | in(o:o, r:r)}]", "a {f(}"])
 def test_templates_that_run_code_are_refused(template):
     symbols = textgen._parse_and_convert(template, rule_name="symbols")
-    with pytest.raises(alfworld_engine.UnsupportedGrammarError, match="calls code|does not parse"):
+    with pytest.raises(alfworld_engine.UnsupportedGrammarError, match=r"calls code|does not parse"):
         alfworld_engine._check_read_only(symbols)

@@ -118,7 +118,7 @@ def test_wrong_direction_stays_and_redraws_the_exit() -> None:
 def test_text_without_a_direction_word_is_an_invalid_action(action: str) -> None:
     env = CorridorEnv()
     first, info = env.reset(seed=0)
-    observation, reward, terminated, truncated, info = env.step(action)
+    observation, reward, _terminated, _truncated, info = env.step(action)
     assert info["invalid_action"] and info["room"] == 1 and reward == 0.0
     assert observation == f"no direction . {first}"
 
@@ -134,7 +134,7 @@ def test_running_out_of_turns_truncates_without_terminating() -> None:
     env = make(length=2, max_episode_steps=4)
     env.reset(seed=0)
     for turn in range(4):
-        _, reward, terminated, truncated, info = env.step("wait")
+        _, _reward, terminated, truncated, _info = env.step("wait")
         assert (terminated, truncated) == (False, turn == 3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -119,5 +120,5 @@ def test_bad_sizes_and_arch_are_rejected(tmp_path: Path, kwargs: dict, message: 
 def test_tiny_model_for_an_env_without_a_vocabulary_is_refused_at_config_time() -> None:
     from agentpo.config import ConfigError, config_from_dict
 
-    with pytest.raises(ConfigError, match="model.source: tiny builds its tokenizer from the env's words"):
+    with pytest.raises(ConfigError, match=re.escape("model.source: tiny builds its tokenizer from the env's words")):
         config_from_dict({"model": {"source": "tiny"}, "env": {"id": "agentpo/Math-v0"}, "eval": {"tasks": 0}})

@@ -41,7 +41,7 @@ def test_a_planted_pickle_is_never_unpickled(tmp_path: Path) -> None:
         cache._path(name).write_bytes(data)
         assert cache._read(name) is None, name
     assert not marker.exists()
-    pickle.loads(pickled)
+    pickle.loads(pickled)  # noqa: S301  # the test's own payload, loaded to prove it is live
     assert marker.exists()  # the payload is live: only the cache kept it from running
 
 
@@ -58,7 +58,7 @@ def test_folders_and_keys_other_users_can_touch_are_refused(tmp_path: Path) -> N
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(ValueError, match="refusing the ALFWorld cache folder .*chmod go-w"):
+    with pytest.raises(ValueError, match=r"refusing the ALFWorld cache folder .*chmod go-w"):
         TranslationCache(shared)
     folder = _private(tmp_path)
     TranslationCache(folder)

@@ -61,7 +61,7 @@ def test_kill_during_a_checkpoint_write_then_resume_repeats_the_uninterrupted_ru
 def test_a_new_run_in_a_used_folder_is_refused_unless_overwritten(tmp_path: Path) -> None:
     train = {"checkpoint_every": 1, "steps": 3}
     old = run_training(tiny_config(tmp_path, train=train))
-    with pytest.raises(RunFolderError, match="holds a run .*pass --resume"):
+    with pytest.raises(RunFolderError, match=r"holds a run .*pass --resume"):
         Trainer(tiny_config(tmp_path, train={**train, "steps": 2}))
     assert read_metrics(tmp_path) == old  # nothing of the old run was touched
 
@@ -90,7 +90,8 @@ def test_a_planted_trainer_state_is_refused_without_running_it(
     import torch
 
     torch.save({"step": 1, "optimizer": _Payload(marker)}, state)
-    assert pickle.loads(pickle.dumps(_Payload(marker))) is None and marker.exists()  # the payload is live
+    # The test's own payload, unpickled to prove it is live.
+    assert pickle.loads(pickle.dumps(_Payload(marker))) is None and marker.exists()  # noqa: S301
     marker.unlink()
 
     save_config(config, Path(config.run_dir) / "config.yaml")

@@ -63,7 +63,7 @@ def test_bad_templates_are_rejected_with_the_key(change: dict, message: str) -> 
 def test_missing_keys_and_unknown_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="missing keys \\['next'\\]"):
         PromptTemplate.from_dict("bad", {"first": "{task}", "parser": "raw"})
-    with pytest.raises(ValueError, match="unknown prompt template 'nope'; built-in: \\[.*'corridor'"):
+    with pytest.raises(ValueError, match=r"unknown prompt template 'nope'; built-in: \[.*'corridor'"):
         PromptTemplate.load("nope")
 
 

@@ -13,15 +13,14 @@ from vllm_support import SHAPE, build_model_dir, require_vllm
 
 from agentpo.config import load_config
 from agentpo.rollout.engines.base import SamplingParams
+from agentpo.rollout.engines.factory import build_engine
 from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.training.trainer import Trainer
+from agentpo.training.weight_sync import policy_state_dict
 
 pytestmark = pytest.mark.vllm
 
 require_vllm()
-
-from agentpo.rollout.engines.factory import build_engine
-from agentpo.training.weight_sync import policy_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT_TEXTS = ["you are in room 1 . exits : east", "go west", "room 2 . exits : north , south"]

@@ -33,7 +33,7 @@ def test_vllm_with_a_tiny_model_needs_a_head_dim_its_cpu_kernels_support() -> No
 def test_tis_needs_a_cap_of_at_least_one_and_a_recomputed_pi_old(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tis_cap"):
         tiny_config(tmp_path, algorithm={"tis_cap": 0.5})
-    with pytest.raises(ConfigError, match="algorithm.tis_cap.*recompute_old_logprobs"):
+    with pytest.raises(ConfigError, match=r"algorithm.tis_cap.*recompute_old_logprobs"):
         tiny_config(tmp_path, algorithm={"tis_cap": 2.0}, train={"recompute_old_logprobs": "false"})
 
 

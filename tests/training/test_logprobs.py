@@ -131,7 +131,7 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_full_forward(model: torc
     torch.testing.assert_close(shared_lp, plain_lp, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared_ent, plain_ent, rtol=0, atol=1e-5)
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def forward_and_grads(model: torch.nn.Module, weights: torch.Tensor, *args: torch.Tensor, **kwargs: object):
@@ -148,7 +148,7 @@ def assert_same(result: tuple, reference: tuple) -> None:
     torch.testing.assert_close(result[1], reference[1], rtol=0, atol=1e-5)
     assert result[2].keys() == reference[2].keys()
     for name, grad in reference[2].items():
-        torch.testing.assert_close(result[2][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(result[2][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("share_prefix", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_jsonl_turns_and_their_errors(tmp_path: Path, tokenizer) -> None:
     (row,) = read_turns_jsonl(path, builder)
     assert row.input_ids == builder.user_prompt("room 1 of 2 .") + tokenizer("north", add_special_tokens=False)["input_ids"]
     path.write_text('{"prompt": "x"}\n')
-    with pytest.raises(ValueError, match="turns.jsonl:1: expected an object"):
+    with pytest.raises(ValueError, match=re.escape("turns.jsonl:1: expected an object")):
         read_turns_jsonl(path, builder)
 
 
@@ -130,7 +131,7 @@ def test_sft_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 def test_sft_config_errors_name_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="sft.data: no such file"):
+    with pytest.raises(ConfigError, match=re.escape("sft.data: no such file")):
         config_from_dict(_config(tmp_path, data=str(tmp_path / "missing.jsonl")))
-    with pytest.raises(ConfigError, match="sft.response: must contain"):
+    with pytest.raises(ConfigError, match=re.escape("sft.response: must contain")):
         config_from_dict(_config(tmp_path, response="go"))
