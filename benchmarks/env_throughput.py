@@ -265,7 +265,8 @@ def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: d
         ("agentpo/ALFWorld-v0, disk cache warm", warm),
     ):
         rows.append(
-            f"| {label} | {r['new_game_s']:.3f} | {r['replay_s']:.3f} | {r['steps_per_s']:.1f} | {r['peak_rss_mib']:.0f} |"
+            f"| {label} | {r['new_game_s']:.3f} | {r['replay_s']:.3f} | {r['steps_per_s']:.1f} "
+            f"| {r['peak_rss_mib']:.0f} |"
         )
     rows += [
         "",
@@ -295,14 +296,19 @@ def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: d
         f"Ratios ({games} valid_unseen games for the engine rows; load average {loads[0]:.1f} at the start, "
         f"{loads[1]:.1f} at the end):",
         f"- accelerated vs raw: steps {fast['steps_per_s'] / raw['steps_per_s']:.1f}x faster; new-game reset "
-        f"{raw['new_game_s'] / fast['new_game_s']:.1f}x, with a warm disk cache {raw['new_game_s'] / warm['new_game_s']:.1f}x; "
+        f"{raw['new_game_s'] / fast['new_game_s']:.1f}x, "
+        f"with a warm disk cache {raw['new_game_s'] / warm['new_game_s']:.1f}x; "
         f"replay reset {raw['replay_s'] / fast['replay_s']:.1f}x",
         f"- wrapper overhead per step (same engine, interleaved, {overhead['steps']} steps each): "
         f"{100 * (overhead['env_ms'] / overhead['engine_ms'] - 1):+.1f}% end to end; the wrapper's own code "
         f"{1000 * (overhead['env_ms'] - overhead['env_engine_ms']):.0f} us per step = "
         f"{100 * (overhead['env_ms'] / overhead['env_engine_ms'] - 1):.1f}% of its engine's step",
     ]
-    for label, case in (("reset/step", "pool2"), ("send/collect", "pool2-async"), ("2 slots each, send/collect", "pool2x4-async")):
+    for label, case in (
+        ("reset/step", "pool2"),
+        ("send/collect", "pool2-async"),
+        ("2 slots each, send/collect", "pool2x4-async"),
+    ):
         per_repeat = [p["episodes_per_s"] / s["episodes_per_s"] for p, s in zip(pools[case], pools["serial"])]
         rows.append(
             f"- pool of 2 ({label}) vs one process: {medians[case]['episodes_per_s'] / serial['episodes_per_s']:.2f}x "
@@ -317,7 +323,8 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=12, help="valid_unseen games for the engine cases (default 12)")
     parser.add_argument("--pool-games", type=int, default=48, help="games for the throughput cases (default 48)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the overhead and throughput cases")
-    parser.add_argument("--data-dir", default=os.environ.get("ALFWORLD_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "alfworld")))
+    shared_games = Path(__file__).resolve().parents[2] / "shared" / "alfworld"
+    parser.add_argument("--data-dir", default=os.environ.get("ALFWORLD_DATA", str(shared_games)))
     parser.add_argument("--case", choices=(*ENGINE_CASES, "overhead", *POOL_CASES), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--game-list", help=argparse.SUPPRESS)
@@ -334,7 +341,9 @@ def main() -> None:
         return
     loads = [os.getloadavg()[0]]
     games = sample_games(args.data_dir, args.games)
-    pool_games = [g for g in sample_games(args.data_dir, args.pool_games + WARM_UP_GAMES + len(games)) if g not in games]
+    pool_games = [
+        g for g in sample_games(args.data_dir, args.pool_games + WARM_UP_GAMES + len(games)) if g not in games
+    ]
     pool_games = pool_games[-WARM_UP_GAMES:] + pool_games[: args.pool_games]
     with tempfile.TemporaryDirectory() as root:
         engines = {}

@@ -81,11 +81,15 @@ def main() -> None:
     env_kwargs = {"split": args.split, "data_dir": args.data_dir, "max_episode_steps": 50, "cache_dir": cache}
     cold, *warm = CASES
     runs: dict[str, list[tuple[float, int, int]]] = {case.name: [] for case in CASES}
-    schedule = [cold] + [warm[(repeat + shift) % len(warm)] for repeat in range(args.repeats) for shift in range(len(warm))]
+    schedule = [cold] + [
+        warm[(repeat + shift) % len(warm)] for repeat in range(args.repeats) for shift in range(len(warm))
+    ]
     for case in schedule:
         seconds, played, won = run_case(case, tasks, env_kwargs, settings)
         runs[case.name].append((seconds, played, won))
-        print(f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {played / seconds:.2f} games/s", flush=True)
+        print(
+            f"{case.name}: {played} games ({won} won) in {seconds:.1f} s = {played / seconds:.2f} games/s", flush=True
+        )
 
     medians = {name: statistics.median(seconds for seconds, _, _ in results) for name, results in runs.items()}
     baseline = medians["in-process 1"]

@@ -48,7 +48,11 @@ def run_case(vocab: int, rows: int, tokens: int, response: int, budget_mb: float
         (logprobs.sum() / targets.sum()).backward()
         seconds.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"seconds": statistics.median(seconds), "peak_mib": (peak - rss_before) / 1024, "logprobs": logprobs.detach()}
+    return {
+        "seconds": statistics.median(seconds),
+        "peak_mib": (peak - rss_before) / 1024,
+        "logprobs": logprobs.detach(),
+    }
 
 
 def main() -> None:

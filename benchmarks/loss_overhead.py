@@ -52,7 +52,9 @@ CASES = (
 )
 
 
-def make_batch(episodes: int, tokens: int, prompt: int, observation: int, action: int, seed: int) -> dict[str, torch.Tensor]:
+def make_batch(
+    episodes: int, tokens: int, prompt: int, observation: int, action: int, seed: int
+) -> dict[str, torch.Tensor]:
     """Log-probs, advantages, mask and both scopes' unit ids, each ``[episodes, tokens]``."""
     gen = torch.Generator().manual_seed(seed)
     position = torch.arange(tokens)

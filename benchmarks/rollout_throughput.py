@@ -26,7 +26,7 @@ passes, ALFWorld's translation cache). Reported: episodes/s, generated tokens/s,
 the wall time the rollout loop spent inside EnvPool calls (waiting on envs) and inside the engine.
 
     OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --repeats 2   # quick
-    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --full              # issue #9
+    OMP_NUM_THREADS=1 ALFWORLD_DATA=../shared/alfworld python benchmarks/rollout_throughput.py --full         # issue #9
 
 ``--full`` is the issue's workload (24 games x 4 attempts, 20 turns, 32 tokens); the default quick
 mode plays 8 games x 2 attempts x 8 turns with 16 tokens. The machine may be shared: compare the
@@ -171,7 +171,9 @@ def build_models(workload: str, sizes: list[str], games: list[str], data_dir: st
     for size in sizes:
         hidden, layers, heads = MODELS[size]
         out = root / f"{workload}-{size}"
-        build_tiny_model(out, list(dict.fromkeys(words)), hidden_size=hidden, num_layers=layers, num_heads=heads, seed=0)
+        build_tiny_model(
+            out, list(dict.fromkeys(words)), hidden_size=hidden, num_layers=layers, num_heads=heads, seed=0
+        )
         folders[size] = str(out)
     return folders
 
@@ -359,8 +361,8 @@ def main() -> None:
                         results.append(result)
                         print(json.dumps(result), file=sys.stderr, flush=True)
     load = os.getloadavg()
-    print(f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; {args.repeats} repeats; "
-          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    print(f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; "
+          f"{args.repeats} repeats; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(table(results))
     if args.out:
         Path(args.out).write_text(json.dumps({"workload": workload_size, "results": results}, indent=1) + "\n")

@@ -220,7 +220,8 @@ def _require_private(path: Path, what: str, *, writable_only: bool) -> None:
     """``path`` is this user's and no other user can write to it (nor read it, unless ``writable_only``)."""
     status = path.lstat()
     forbidden = 0o022 if writable_only else 0o077
-    if status.st_uid != os.getuid() or status.st_mode & forbidden or not (stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode)):
+    kind_ok = stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode)
+    if status.st_uid != os.getuid() or status.st_mode & forbidden or not kind_ok:
         raise ValueError(
             f"refusing the ALFWorld cache {what} {path}: it must belong to you and not be "
             f"{'writable' if writable_only else 'readable or writable'} by other users "
@@ -277,7 +278,9 @@ def _check_read_only(symbols: list[textgen.Symbol]) -> None:
             try:
                 tree = ast.parse(symbol.expression.strip(), mode="eval")
             except SyntaxError as exc:
-                raise UnsupportedGrammarError(f"grammar expression {symbol.expression!r} does not parse: {exc}") from exc
+                raise UnsupportedGrammarError(
+                    f"grammar expression {symbol.expression!r} does not parse: {exc}"
+                ) from exc
             if any(isinstance(node, _MUTATING_NODES) for node in ast.walk(tree)):
                 raise UnsupportedGrammarError(
                     f"grammar expression {symbol.expression!r} calls code; the accelerated engine shares entity "

@@ -171,7 +171,9 @@ SPEC = TextEnvSpec(
     task_types=(CorridorEnv.TASK_TYPE,),
     expert=True,
     vocabulary=_vocabulary,
-    data=lambda _: DataListing(data=f"generated from the seed: 1 to {MAX_LENGTH} rooms (length=, default {DEFAULT_LENGTH})"),
+    data=lambda _: DataListing(
+        data=f"generated from the seed: 1 to {MAX_LENGTH} rooms (length=, default {DEFAULT_LENGTH})"
+    ),
 )
 
 register_text_env("Corridor-v0", CorridorEnv, spec=SPEC)

@@ -57,7 +57,10 @@ def main() -> None:
     for split in args.splits:
         total, unknown = coverage(split, args.limit)
         rate = sum(unknown.values()) / max(total, 1)
-        print(f"{split}: {total} pieces, {sum(unknown.values())} unknown ({rate:.2e}); unknown words: {dict(unknown.most_common(20))}")
+        print(
+            f"{split}: {total} pieces, {sum(unknown.values())} unknown ({rate:.2e}); "
+            f"unknown words: {dict(unknown.most_common(20))}"
+        )
 
 
 if __name__ == "__main__":

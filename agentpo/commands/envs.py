@@ -131,7 +131,8 @@ def _held_out_text(held_out: object) -> str:
     from agentpo.envs.spec import HeldOutDatasets, HeldOutGames
 
     if isinstance(held_out, HeldOutGames):
-        return f"games of split {held_out.default_split} (or {', '.join(s for s in held_out.splits if s != held_out.default_split)})"
+        others = ", ".join(s for s in held_out.splits if s != held_out.default_split)
+        return f"games of split {held_out.default_split} (or {others})"
     if isinstance(held_out, HeldOutDatasets):
         return f"datasets ({', '.join(held_out.default_datasets)} by default) of split {held_out.default_split}"
     return "task seeds eval.first_seed .. (training seeds stay below)"

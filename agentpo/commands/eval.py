@@ -134,7 +134,9 @@ def _who(config: Config, model: str | None) -> str:
     from agentpo.evaluation.report import method_label
     from agentpo.evaluation.runner import EvalSettings
 
-    settings = EvalSettings(env_id=config.env.id, split="", policy=config.eval.policy, seeds=(0,), max_steps=1, model=model)
+    settings = EvalSettings(
+        env_id=config.env.id, split="", policy=config.eval.policy, seeds=(0,), max_steps=1, model=model
+    )
     return method_label(settings).replace("/", "_")
 
 

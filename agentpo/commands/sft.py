@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
         return config
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        print(f"config OK: SFT on {config.sft.data} for {config.sft.epochs} epoch(s), {config.sft.batch_turns} turns a step")
+        print(
+            f"config OK: SFT on {config.sft.data} for {config.sft.epochs} epoch(s), "
+            f"{config.sft.batch_turns} turns a step"
+        )
         return 0
 
     from agentpo.training.run_folder import check_run_folder

@@ -136,7 +136,9 @@ class PoolAgent:
                         if info.get("env_error"):
                             yield _crashed(run, steps=0, invalid_actions=0, error=str(info["env_error"]))
                         else:
-                            live[slot] = _LiveGame(run, observation, info, run_rng(run), task_type=_task_type(run, info))
+                            live[slot] = _LiveGame(
+                                run, observation, info, run_rng(run), task_type=_task_type(run, info)
+                            )
                     else:
                         step = cast(tuple[str, float, bool, bool, dict[str, Any]], result)
                         finished = self._record_step(live[slot], step)

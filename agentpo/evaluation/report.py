@@ -151,7 +151,9 @@ def plot_success(result: EvalResult, path: str | Path) -> None:
     axes.set_xticks(list(positions), [header(c.column) for c in cells])
     axes.set_ylim(0, 105)
     axes.set_ylabel("success (%)")
-    axes.set_title(f"{method_label(result.settings)} on {env_name(result.settings)} {result.settings.split}", fontsize=11)
+    axes.set_title(
+        f"{method_label(result.settings)} on {env_name(result.settings)} {result.settings.split}", fontsize=11
+    )
     figure.text(0.5, 0.01, protocol_line(result).replace("`", ""), ha="center", fontsize=7)
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path)

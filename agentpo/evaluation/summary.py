@@ -1,9 +1,10 @@
 """Aggregate per-game outcomes into the cells of a published-style table.
 
-One column per task type the env declares (ALFWorld: pick, look, clean, heat, cool, pick2) plus ``all``. In each cell: the success rate of every seed, their mean and
-sample standard deviation, a Wilson 95% interval on the successes pooled over seeds (each seed replays
-the same games, so the pooled interval speaks about this game set under sampling noise, not about
-new games), the mean number of steps per game and the share of steps that were invalid actions.
+One column per task type the env declares (ALFWorld: pick, look, clean, heat, cool, pick2) plus
+``all``. In each cell: the success rate of every seed, their mean and sample standard deviation, a
+Wilson 95% interval on the successes pooled over seeds (each seed replays the same games, so the
+pooled interval speaks about this game set under sampling noise, not about new games), the mean
+number of steps per game and the share of steps that were invalid actions.
 """
 
 from __future__ import annotations

@@ -26,7 +26,13 @@ class RolloutProgress:
         self.episodes = 0
         # mininterval: at most one redraw a second, so a log file gets few lines.
         self._bar = tqdm(
-            total=episodes, desc="rollout", unit="ep", leave=False, dynamic_ncols=True, mininterval=1.0, disable=not enabled
+            total=episodes,
+            desc="rollout",
+            unit="ep",
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not enabled,
         )
 
     def turn(self, *, ended: bool) -> None:
@@ -47,5 +53,7 @@ class RolloutProgress:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

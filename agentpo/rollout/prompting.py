@@ -193,7 +193,9 @@ class PromptBuilder:
     ) -> list[int]:
         """Token ids of a later turn's prompt showing ``history`` (oldest first; the last turns before ``step``)."""
         entries = [
-            self.template.history_entry.format(step=step - len(history) + i + 1, observation=h.observation, action=h.action)
+            self.template.history_entry.format(
+                step=step - len(history) + i + 1, observation=h.observation, action=h.action
+            )
             for i, h in enumerate(history)
         ]
         user = self.template.next.format(
@@ -229,7 +231,11 @@ class PromptBuilder:
         rendered = cast(
             str,  # tokenize=False: the rendered text
             self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": "-"}, {"role": "assistant", "content": marker}, {"role": "user", "content": user}],
+                [
+                    {"role": "user", "content": "-"},
+                    {"role": "assistant", "content": marker},
+                    {"role": "user", "content": user},
+                ],
                 tokenize=False,
                 add_generation_prompt=True,
             ),

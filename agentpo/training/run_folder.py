@@ -30,7 +30,8 @@ def holds_run(run_dir: str | Path) -> bool:
 
 
 def prepare_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool = False) -> None:
-    """Check that a run may start in ``run_dir`` (see :func:`check_run_folder`); with ``overwrite``, clear the old run."""
+    """Check that a run may start in ``run_dir`` (see :func:`check_run_folder`); with ``overwrite``, clear
+    the old run."""
     if check_run_folder(run_dir, resume=resume, overwrite=overwrite):
         for name in RUN_ENTRIES:
             path = Path(run_dir) / name

@@ -104,7 +104,9 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
                     if info.get("env_error"):
                         raise RuntimeError(f"expert task {starts[slot][1]}: {info['env_error']}")
                     if "expert_plan" not in info:
-                        raise ValueError(f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)")
+                        raise ValueError(
+                            f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)"
+                        )
                     live[slot] = (starts[slot][0], [], observation, info)
             actions = {}
             for slot, (_task, steps, observation, info) in list(live.items()):
@@ -203,7 +205,11 @@ def read_turns_jsonl(path: str | Path, builder: PromptBuilder) -> list[SftRow]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not JSON ({err})") from None
-        if not (isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str)):
+        if not (
+            isinstance(record, dict)
+            and isinstance(record.get("prompt"), str)
+            and isinstance(record.get("response"), str)
+        ):
             raise ValueError(f"{path}:{number}: expected an object with string 'prompt' and 'response'")
         prompt = builder.user_prompt(record["prompt"])
         answer = builder.tokenizer(record["response"], add_special_tokens=False)["input_ids"]
@@ -254,7 +260,9 @@ class SftTrainer:
         torch.manual_seed(config.train.seed)
         self.device = resolve_device(config.train.device)
 
-        self.model, self.tokenizer, checkpoint, _ = start_policy(config, self.run_dir, device=self.device, resume=resume)
+        self.model, self.tokenizer, checkpoint, _ = start_policy(
+            config, self.run_dir, device=self.device, resume=resume
+        )
         self.rows = self._rows()
         per_epoch = -(-len(self.rows) // config.sft.batch_turns)
         self.total_steps = per_epoch * config.sft.epochs
@@ -279,7 +287,9 @@ class SftTrainer:
         if path.exists():
             episodes = load_episodes(path)
         else:
-            episodes = play_expert(config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers)
+            episodes = play_expert(
+                config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers
+            )
             save_episodes(episodes, path)
         if not episodes:
             raise ValueError(f"the expert won no task of {config.env.id} with {config.env.kwargs}")

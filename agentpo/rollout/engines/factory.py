@@ -1,4 +1,5 @@
-"""One place that builds the generation engine ``rollout.engine`` names, for training, validation and ``agentpo eval``."""
+"""One place that builds the generation engine ``rollout.engine`` names, for training, validation and
+``agentpo eval``."""
 
 from __future__ import annotations
 

@@ -157,7 +157,8 @@ class TransformersEngine:
         generations: dict[int, Generation] = {}
         for sampling, group in groups.items():
             generators = [self._generator(requests[i].sampling.seed) for i in group]
-            generations.update(zip(group, self._generate_all([requests[i].prompt for i in group], sampling, generators)))
+            prompts = [requests[i].prompt for i in group]
+            generations.update(zip(group, self._generate_all(prompts, sampling, generators)))
         return [(request.key, generations[i]) for i, request in enumerate(requests)]
 
     @property
@@ -168,7 +169,9 @@ class TransformersEngine:
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
 
-    def _generate_all(self, prompts: list[list[int]], sampling: SamplingParams, randomness: Randomness) -> list[Generation]:
+    def _generate_all(
+        self, prompts: list[list[int]], sampling: SamplingParams, randomness: Randomness
+    ) -> list[Generation]:
         """Responses in prompt order, from batches of at most ``max_batch_size`` prompts of similar length."""
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         size = self.max_batch_size or max(len(prompts), 1)

@@ -70,7 +70,9 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as error:
-        raise ImportError(f"rollout.engine=vllm needs vLLM, which is not installed ({error}): {INSTALL_HINT}") from error
+        raise ImportError(
+            f"rollout.engine=vllm needs vLLM, which is not installed ({error}): {INSTALL_HINT}"
+        ) from error
     return vllm
 
 
