@@ -27,7 +27,9 @@ LOCAL = {"model": {"source": "pretrained", "path": "runs/some_model"}}
 def test_defaults_and_overrides_are_typed(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  source: tiny\ntrain:\n  steps: 5\n")
-    config = load_config(path, ["optim.lr=3e-3", "train.bf16=true", "train.lora.target_modules=[q_proj, v_proj]", "env.kwargs.length=4"])
+    config = load_config(
+        path, ["optim.lr=3e-3", "train.bf16=true", "train.lora.target_modules=[q_proj, v_proj]", "env.kwargs.length=4"]
+    )
     assert config.train.steps == 5
     assert config.optim.lr == 3e-3 and isinstance(config.optim.lr, float)  # YAML 1.1 reads "3e-3" as text
     assert config.train.bf16 is True
@@ -78,7 +80,10 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({**TINY, "eval": {"tasks": -1}}, "eval.tasks"),
         ({**TINY, "eval": {"best_metric": "val/mean_steps"}}, "eval.best_metric"),
         ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"split": "train"}}, "eval.split"),
-        ({**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"env_kwargs": {"split": "valid_seen"}}}, "eval.env_kwargs"),
+        (
+            {**TINY, "env": {"id": "agentpo/ALFWorld-v0"}, "eval": {"env_kwargs": {"split": "valid_seen"}}},
+            "eval.env_kwargs",
+        ),
         ({**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime25"]}}, "eval.datasets"),
         ({**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"best_metric": "val/success_rate"}}, "eval.best_metric"),
     ],
@@ -110,7 +115,9 @@ def test_one_minibatch_one_epoch_warns_that_p_does_nothing() -> None:
 
 
 def test_derived_sizes_are_properties() -> None:
-    config = config_from_dict({**TINY, "train": {"batch_tasks": 3, "minibatches": 4, "epochs": 2, "steps": 5}, "rollout": {"group_size": 5}})
+    config = config_from_dict(
+        {**TINY, "train": {"batch_tasks": 3, "minibatches": 4, "epochs": 2, "steps": 5}, "rollout": {"group_size": 5}}
+    )
     assert config.episodes_per_batch == 15
     assert config.episodes_per_minibatch == 4
     assert config.optimizer_steps == 40
@@ -119,7 +126,9 @@ def test_derived_sizes_are_properties() -> None:
 def test_every_field_is_described() -> None:
     lines = describe(Config)
     assert any(line.startswith("algorithm.p_schedule ") for line in lines)
-    assert all(line.split(": ", 1)[1].strip() for line in lines), [line for line in lines if not line.split(": ", 1)[1].strip()]
+    assert all(line.split(": ", 1)[1].strip() for line in lines), [
+        line for line in lines if not line.split(": ", 1)[1].strip()
+    ]
 
 
 @pytest.mark.parametrize("name", ["quickstart", "alfworld_holderpo", "math_holderpo"])
@@ -142,13 +151,24 @@ def test_held_out_tasks_split_and_metrics_follow_the_env() -> None:
     assert (alfworld.env_spec.held_out.kind, alfworld.validation_split) == ("games", "valid_unseen")
     assert "val/success_rate/pick2" in alfworld.validation_success_metrics()
     math = config_from_dict(
-        {**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"}}
+        {
+            **LOCAL,
+            "env": {"id": "agentpo/Math-v0"},
+            "eval": {"datasets": ["aime24"], "n": 4, "best_metric": "val/aime24/pass@4"},
+        }
     )
     assert (math.env_spec.held_out.kind, math.validation_split) == ("datasets", "test")
-    assert math.validation_success_metrics() == ["val/aime24/mean@4", "val/aime24/pass@1", "val/aime24/pass@2", "val/aime24/pass@4"]
+    assert math.validation_success_metrics() == [
+        "val/aime24/mean@4",
+        "val/aime24/pass@1",
+        "val/aime24/pass@2",
+        "val/aime24/pass@4",
+    ]
     five = ["aime24", "amc23", "math500", "minerva", "olympiadbench"]
     average = {**LOCAL, "env": {"id": "agentpo/Math-v0"}, "eval": {"datasets": five, "best_metric": "val/math_average"}}
-    assert config_from_dict({**average, "eval": {**average["eval"], "tasks": -1}}).eval.best_metric == "val/math_average"
+    assert (
+        config_from_dict({**average, "eval": {**average["eval"], "tasks": -1}}).eval.best_metric == "val/math_average"
+    )
     with pytest.raises(ConfigError, match=re.escape("eval.best_metric")):  # the average needs every problem of all five
         config_from_dict(average)
     corridor = config_from_dict(TINY)
@@ -186,7 +206,8 @@ def test_dry_run_imports_no_model_code(tmp_path: Path) -> None:
 
     code = (
         "import sys; from agentpo.cli import main; "
-        f"main(['train', '--config', {str(REPO / 'configs' / 'quickstart.yaml')!r}, '--dry-run', 'run_dir={tmp_path}']); "
+        f"main(['train', '--config', {str(REPO / 'configs' / 'quickstart.yaml')!r}, "
+        f"'--dry-run', 'run_dir={tmp_path}']); "
         "print(sorted(m for m in sys.modules if m.startswith(('transformers.models', 'agentpo.models', 'peft'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -204,7 +225,11 @@ def test_per_turn_advantages_fit_turn_scope_and_token_level_losses() -> None:
 
 def test_p_steps_warning_counts_the_schedule_counter() -> None:
     iterations = {"p_schedule": "linear_dec", "p_min": -2.0, "p_counter": "iteration"}
-    config = config_from_dict({**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 20}})
+    config = config_from_dict(
+        {**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 20}}
+    )
     assert any("exceeds the run's 10 iteration steps" in note for note in config.warnings())
-    config = config_from_dict({**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 10}})
+    config = config_from_dict(
+        {**TINY, "train": {"steps": 10, "minibatches": 4}, "algorithm": {**iterations, "p_steps": 10}}
+    )
     assert not any("p_steps" in note for note in config.warnings())

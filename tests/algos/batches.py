@@ -58,7 +58,9 @@ def random_batch(
     """
     gen = torch.Generator().manual_seed(seed)
     if row_units:
-        row_unit = torch.cat([torch.arange(num_segments), torch.randint(num_segments, (max(rows - num_segments, 0),), generator=gen)])
+        row_unit = torch.cat(
+            [torch.arange(num_segments), torch.randint(num_segments, (max(rows - num_segments, 0),), generator=gen)]
+        )
         row_unit = row_unit[torch.randperm(row_unit.numel(), generator=gen)][:rows]
         segment_ids = row_unit[:, None].expand(-1, length).clone()
     else:
@@ -81,7 +83,9 @@ def random_batch(
     if num_present != num_segments:
         raise ValueError("random_batch: rows * length too small for num_segments")
     shift = unit_shift * torch.randn(num_segments, generator=gen, dtype=dtype)
-    delta = (delta_scale * torch.randn(rows, length, generator=gen, dtype=dtype) + shift[segment_ids]).clamp(-max_abs_delta, max_abs_delta)
+    delta = (delta_scale * torch.randn(rows, length, generator=gen, dtype=dtype) + shift[segment_ids]).clamp(
+        -max_abs_delta, max_abs_delta
+    )
     old = -torch.rand(rows, length, generator=gen, dtype=dtype) * 3 - 0.1
     unit_adv = torch.randn(num_segments, generator=gen, dtype=dtype)
     advantages = unit_adv[segment_ids]

@@ -50,7 +50,11 @@ def test_ratio_bounds_symmetric_and_clip_higher():
 
 @pytest.mark.parametrize(
     ("measure", "kwargs", "message"),
-    [("kl3", dict(delta=0.0), "delta must be > 0"), ("ratio", dict(eps_low=1.0), "eps_low"), ("kl4", {}, "valid names: kl1")],
+    [
+        ("kl3", dict(delta=0.0), "delta must be > 0"),
+        ("ratio", dict(eps_low=1.0), "eps_low"),
+        ("kl4", {}, "valid names: kl1"),
+    ],
 )
 def test_bad_clip_settings_are_rejected(measure, kwargs, message):
     with pytest.raises((ValueError, KeyError), match=message):

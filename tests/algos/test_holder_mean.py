@@ -13,7 +13,9 @@ from agentpo.algos.holder import GEOMETRIC_P_TOL
 TIGHT = dict(rtol=0.0, atol=1e-12)
 
 
-def segments_of(segment_ids: list[list[int]], mask: list[list[float]] | None = None, num_segments: int | None = None) -> Segments:
+def segments_of(
+    segment_ids: list[list[int]], mask: list[list[float]] | None = None, num_segments: int | None = None
+) -> Segments:
     ids = torch.tensor(segment_ids)
     mask_t = torch.ones(ids.shape, dtype=torch.float64) if mask is None else torch.tensor(mask, dtype=torch.float64)
     return Segments.from_mask(mask_t, ids, num_segments or int(ids.max()) + 1, torch.float64)
@@ -46,7 +48,9 @@ def test_closed_form_fails_on_wrong_exponent():
     """The closed-form comparison above is sharp: p = 2 is not p = 1."""
     segments = segments_of([[0, 0]])
     delta = log_ratios([1.0, 4.0])
-    assert not torch.allclose(torch.exp(holder_log_mean(delta, segments, 2.0)), torch.tensor([2.5], dtype=torch.float64))
+    assert not torch.allclose(
+        torch.exp(holder_log_mean(delta, segments, 2.0)), torch.tensor([2.5], dtype=torch.float64)
+    )
 
 
 def test_segments_may_span_rows_and_ignore_masked_garbage():
@@ -64,7 +68,9 @@ def test_small_p_agrees_with_geometric_branch(p):
     segments = segments_of([[0, 0, 0, 1, 1]])
     delta = torch.tensor([0.3, -0.2, 1.1, 2.0, -3.0], dtype=torch.float64)
     # log ρ_p = mean Δ + p·Var(Δ)/2 + O(p²): within 1e-5 for |p| ≤ 2e-6.
-    torch.testing.assert_close(holder_log_mean(delta, segments, p), holder_log_mean(delta, segments, 0.0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        holder_log_mean(delta, segments, p), holder_log_mean(delta, segments, 0.0), rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("p", [1e-4, -1e-4, 1e-3])

@@ -42,7 +42,9 @@ def test_finite_and_zero_gradient_on_masked_tokens(shape, p, name):
     batch = draw_batch(shape, dtype=torch.float32)
     outside = batch.mask == 0
     garbage = torch.where(outside, torch.tensor(math.nan), batch.logprobs.detach())
-    batch = replace(batch, logprobs=garbage.requires_grad_(True), old_logprobs=batch.old_logprobs.masked_fill(outside, -math.inf))
+    batch = replace(
+        batch, logprobs=garbage.requires_grad_(True), old_logprobs=batch.old_logprobs.masked_fill(outside, -math.inf)
+    )
     loss, metrics = policy_loss(name)(batch.loss_input(), settings_for(name, p=p))
     (grad,) = torch.autograd.grad(loss, batch.logprobs)
     assert torch.isfinite(loss)
@@ -173,7 +175,9 @@ def test_p_one_unclipped_is_grpo_seq_mean_token_mean(seed):
 def test_p_to_zero_is_gspo(p):
     batch = random_batch(1, rows=5, length=9, num_segments=4, delta_scale=0.1)
     settings = settings_for("holder", p=p, clip_low=0.95, clip_high=1.05)
-    torch.testing.assert_close(loss_and_grad("holder", batch, settings), loss_and_grad("gspo", batch, settings), **TIGHT)
+    torch.testing.assert_close(
+        loss_and_grad("holder", batch, settings), loss_and_grad("gspo", batch, settings), **TIGHT
+    )
 
 
 @pytest.mark.parametrize("p", [-3.0, 0.0, 1.0, 2.0, math.inf])
@@ -194,7 +198,9 @@ def test_clipped_variants_differ():
 
 def test_empty_batch_gives_zero_loss_and_gradient():
     batch = random_batch(0, rows=2, length=4, num_segments=1)
-    empty = PolicyLossInput(batch.logprobs, batch.old_logprobs, batch.advantages, torch.zeros_like(batch.mask), batch.segment_ids, 0)
+    empty = PolicyLossInput(
+        batch.logprobs, batch.old_logprobs, batch.advantages, torch.zeros_like(batch.mask), batch.segment_ids, 0
+    )
     for name in ALL_LOSSES:
         loss, metrics = policy_loss(name)(empty, settings_for(name))
         (grad,) = torch.autograd.grad(loss, batch.logprobs)

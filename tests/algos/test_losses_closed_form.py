@@ -154,7 +154,9 @@ def test_gradients_match_finite_differences(name, p):
         inp = PolicyLossInput(logprobs, batch.old_logprobs, batch.advantages, batch.mask, batch.segment_ids, 2)
         return policy_loss(name)(inp, settings)[0]
 
-    assert torch.autograd.gradcheck(loss_of, (batch.logprobs.detach().clone().requires_grad_(True),), eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradcheck(
+        loss_of, (batch.logprobs.detach().clone().requires_grad_(True),), eps=1e-6, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
@@ -245,7 +247,9 @@ def test_a_user_loss_is_one_decorated_function():
 
     batch = clipping_batch()
     unclipped = PolicyLossSettings(clip_low=0.0, clip_high=math.inf)
-    torch.testing.assert_close(loss_and_grad("test_grpo_no_clip", batch, unclipped), loss_and_grad("grpo", batch, unclipped), **TIGHT)
+    torch.testing.assert_close(
+        loss_and_grad("test_grpo_no_clip", batch, unclipped), loss_and_grad("grpo", batch, unclipped), **TIGHT
+    )
     assert tuple(policy_loss("test_grpo_no_clip")(batch.fresh().loss_input(), unclipped)[1]) == METRIC_KEYS
 
 
@@ -257,7 +261,9 @@ def test_per_turn_advantages_reach_every_loss_in_turn_scope(name):
     advantages = torch.tensor([[0.5, 0.5, 0.0, -2.0, -2.0]], dtype=torch.float64)
     turns = torch.tensor([[0, 0, 0, 1, 1]])
     inp = PolicyLossInput(logprobs, logprobs.detach(), advantages, mask, turns, 2)
-    loss, _ = POLICY_LOSSES.get(name)(inp, settings_for(name, agg_mode="token-mean" if name == "dapo" else "seq-mean-token-mean"))
+    loss, _ = POLICY_LOSSES.get(name)(
+        inp, settings_for(name, agg_mode="token-mean" if name == "dapo" else "seq-mean-token-mean")
+    )
     assert loss.item() == pytest.approx(-(0.5 - 2.0) / 2, abs=1e-12)
 
 

@@ -38,7 +38,10 @@ def test_math_datasets_are_counted(math_data_dir: Path) -> None:
 def test_the_printed_listing_names_every_id_and_its_counts(
     alfworld_data_dir: Path, math_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["envs", "list", "--data", f"ALFWorld={alfworld_data_dir}", "--data", f"agentpo/Math-v0={math_data_dir}"]) == 0
+    assert (
+        main(["envs", "list", "--data", f"ALFWorld={alfworld_data_dir}", "--data", f"agentpo/Math-v0={math_data_dir}"])
+        == 0
+    )
     out = capsys.readouterr().out
     for env_id in BUILTIN:
         assert f"{env_id}  (agentpo.envs." in out
@@ -48,7 +51,9 @@ def test_the_printed_listing_names_every_id_and_its_counts(
     assert "prompt: corridor, max turns 6, expert: yes" in out
 
 
-def test_missing_data_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_is_reported_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     monkeypatch.delenv("AGENTPO_MATH_DATA", raising=False)
     assert main(["envs", "list", "--json"]) == 0

@@ -110,7 +110,9 @@ def test_expert_plan_survives_observing_and_ends_off_the_walkthrough(make_env, a
     assert info["expert_plan"] == []
 
 
-ODD_ACTIONS = ["", " ", "\n\n", "x" * 200_000, "héllo wörld ✓ 你好", "go to\nbed 1", "\x00\x01", "put", "move", "#intro#"]
+ODD_ACTIONS = [
+    "", " ", "\n\n", "x" * 200_000, "héllo wörld ✓ 你好", "go to\nbed 1", "\x00\x01", "put", "move", "#intro#"
+]
 
 
 def test_any_string_is_answered_not_raised(make_env, alfworld_data_dir):

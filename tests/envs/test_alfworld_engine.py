@@ -3,8 +3,8 @@
 The equivalence test plays each game's walkthrough, interleaved with actions the engine rejects or
 that only look around, then resets the game again and takes its first actions (that reset replays a
 cached translation), through the stock engine and through agentpo/ALFWorld-v0, and compares every
-observation, admissible-action list, reward and ``won``. The default suite covers the two smallest games of each task type; the slow
-suite every valid_unseen game.
+observation, admissible-action list, reward and ``won``. The default suite covers the two smallest
+games of each task type; the slow suite every valid_unseen game.
 """
 
 from __future__ import annotations

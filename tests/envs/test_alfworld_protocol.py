@@ -63,7 +63,9 @@ def test_tiny_tokenizer_reads_prompts_without_unknowns_and_writes_tags(games: li
     env = ALFWorldEnv(game_path=games[0], cache_dir=cache)
     observation, info = env.reset()
     env.close()
-    ids = PromptBuilder(template, tokenizer).first_prompt(template.task(observation), observation, info["admissible_actions"])
+    ids = PromptBuilder(template, tokenizer).first_prompt(
+        template.task(observation), observation, info["admissible_actions"]
+    )
     assert tokenizer.unk_token_id not in ids
     response = tokenizer("<think></think><action>go to desk 1</action>", add_special_tokens=False)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(response)[:3] == ["<think>", "</think>", "<action>"]

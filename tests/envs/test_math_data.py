@@ -101,12 +101,17 @@ def test_custom_jsonl_with_fields(tmp_path: Path) -> None:
     rows = [{"prompt": "1+1?", "sol": 2.0, "topic": "arith"}, {"prompt": "2+2?", "sol": "4", "topic": "arith"}]
     file = write_jsonl(tmp_path / "mine.jsonl", [json.dumps(r) for r in rows] + [""])
     problems = load_problems("mine", path=file, question_field="prompt", answer_field="sol", subject_field="topic")
-    assert problems == [MathProblem("mine/0", "1+1?", "2", "mine", "arith"), MathProblem("mine/1", "2+2?", "4", "mine", "arith")]
+    assert problems == [
+        MathProblem("mine/0", "1+1?", "2", "mine", "arith"),
+        MathProblem("mine/1", "2+2?", "4", "mine", "arith"),
+    ]
     assert load_problems("mine", path=file, question_field="prompt", answer_field="sol", limit=1)[0].task_id == "mine/0"
 
 
 def test_preset_rules_apply_to_a_custom_file_unless_the_answer_field_changes(tmp_path: Path) -> None:
-    file = write_jsonl(tmp_path / "g.jsonl", [json.dumps({"question": "q", "answer": "a <<1=1>>\n#### 1,000", "short": "7"})])
+    file = write_jsonl(
+        tmp_path / "g.jsonl", [json.dumps({"question": "q", "answer": "a <<1=1>>\n#### 1,000", "short": "7"})]
+    )
     assert load_problems("gsm8k", path=file)[0].answer == "1000"
     assert load_problems("gsm8k", path=file, answer_field="short")[0].answer == "7"
 
@@ -118,7 +123,10 @@ def test_preset_rules_apply_to_a_custom_file_unless_the_answer_field_changes(tmp
         (['{"question": "q", "answer": "1"}', "[1, 2]"], r"bad\.jsonl:line 2: expected a JSON object, got list"),
         (['{"question": "q"}'], r"bad\.jsonl:line 1: no field 'answer' \(fields: question\)"),
         (['{"question": "", "answer": "1"}'], r"bad\.jsonl:line 1: field 'question' is not a non-empty string"),
-        (['{"question": "q", "answer": {"x": 1}}'], r"bad\.jsonl:line 1: field 'answer': expected a string or a number, got dict"),
+        (
+            ['{"question": "q", "answer": {"x": 1}}'],
+            r"bad\.jsonl:line 1: field 'answer': expected a string or a number, got dict",
+        ),
         (['{"question": "q", "answer": []}'], r"bad\.jsonl:line 1: field 'answer': the answer list is empty"),
         (["", "  "], r"no problems in .*bad\.jsonl"),
     ],
@@ -132,7 +140,9 @@ def test_preset_rule_errors_name_the_line(tmp_path: Path) -> None:
     file = write_jsonl(tmp_path / "bad.jsonl", [json.dumps({"question": "q", "answer": "no hashes"})])
     with pytest.raises(ValueError, match=r"bad\.jsonl:line 1: field 'answer': no '####' final answer"):
         load_problems("gsm8k", path=file)
-    minerva = write_jsonl(tmp_path / "m.jsonl", [json.dumps({"problem": "q", "solution": "x = 2", "idx": 0, "type": "t"})])
+    minerva = write_jsonl(
+        tmp_path / "m.jsonl", [json.dumps({"problem": "q", "solution": "x = 2", "idx": 0, "type": "t"})]
+    )
     with pytest.raises(ValueError, match=r"m\.jsonl:line 1: field 'solution': no \\boxed"):
         load_problems("minerva", path=minerva)
 
@@ -164,7 +174,10 @@ def test_hugging_face_source_uses_the_preset_fields(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     problems = load_problems("gsm8k", "train", hf_dataset="openai/gsm8k", hf_config="main")
     assert calls == [("openai/gsm8k", "main", "train")]
-    assert problems == [MathProblem("gsm8k/train/0", "Q1", "1200", "gsm8k"), MathProblem("gsm8k/train/1", "Q2", "3", "gsm8k")]
+    assert problems == [
+        MathProblem("gsm8k/train/0", "Q1", "1200", "gsm8k"),
+        MathProblem("gsm8k/train/1", "Q2", "3", "gsm8k"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -81,12 +81,15 @@ def test_reset_by_index_and_info_keys(grader: MathGrader) -> None:
         ("It is 0.5.", 0.0, NO_BOX_FINAL, None, True),
     ],
 )
-def test_single_turn(grader: MathGrader, response: str, reward: float, observation: str, extracted: str | None, invalid: bool) -> None:
+def test_single_turn(
+    grader: MathGrader, response: str, reward: float, observation: str, extracted: str | None, invalid: bool
+) -> None:
     env = make_env(grader)
     env.reset(options={"index": 0})
     obs, got_reward, terminated, truncated, info = env.step(response)
     assert (obs, got_reward, terminated, truncated) == (observation, reward, True, False)
-    assert (info["won"], info["attempts"], info["answer_extracted"], info["invalid_action"]) == (reward == 1.0, 1, extracted, invalid)
+    expected = (reward == 1.0, 1, extracted, invalid)
+    assert (info["won"], info["attempts"], info["answer_extracted"], info["invalid_action"]) == expected
     with pytest.raises(RuntimeError, match="reset"):
         env.step(response)
 

@@ -120,7 +120,9 @@ def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
                         out_dir=resumed_dir)
 
 
-def test_model_agent_plays_through_the_rollout_manager(pool: EnvPool, game_paths: list[HeldOutTask], tmp_path: Path) -> None:
+def test_model_agent_plays_through_the_rollout_manager(
+    pool: EnvPool, game_paths: list[HeldOutTask], tmp_path: Path
+) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentpo.evaluation.policies import ModelAgent

@@ -44,7 +44,9 @@ def test_corridor_expert_and_random_rows_on_held_out_seeds(tmp_path: Path) -> No
     assert random_rate < 0.5
 
 
-def test_resuming_under_other_settings_is_refused_naming_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resuming_under_other_settings_is_refused_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = ["env.id=agentpo/Corridor-v0", "eval.policy=expert", "eval.tasks=3"]
     assert _run([*base, "--out", str(tmp_path)]) == 0
     assert _run([*base, "rollout.max_turns=4", "--out", str(tmp_path)]) == 2
@@ -84,7 +86,9 @@ def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) 
 
     run_dir = tmp_path / "run"
     words = [*"0123456789", "\\", "boxed", "{", "}"]
-    build_tiny_model(run_dir / "checkpoints" / "step_000003" / "model", words, hidden_size=32, num_layers=1, num_heads=2)
+    build_tiny_model(
+        run_dir / "checkpoints" / "step_000003" / "model", words, hidden_size=32, num_layers=1, num_heads=2
+    )
     assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "step_000003" / "model")
     build_tiny_model(run_dir / "checkpoints" / "best_step_000002" / "model", words, hidden_size=32, num_layers=1,
                      num_heads=2)

@@ -70,7 +70,9 @@ def test_report_of_a_policy_that_never_wins(tmp_path: Path) -> None:
     lost = [_result(game, seed, False, 50, 50) for game in GAMES for seed in (0, 1, 2)]
     settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_seen", policy="random", seeds=(0, 1, 2),
                             max_steps=50)
-    paths = write_report(EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost), task_types=TASK_TYPES), tmp_path)
+    paths = write_report(
+        EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost), task_types=TASK_TYPES), tmp_path
+    )
     assert "| random | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 | – | – | 0.0 ± 0.0 |" in paths["markdown"].read_text()
     assert paths["chart"].stat().st_size > 0
 
@@ -86,7 +88,11 @@ def test_written_report_files(tmp_path: Path) -> None:
 
 
 def test_an_env_without_task_types_reports_the_overall_column_only() -> None:
-    settings = EvalSettings(env_id="agentpo/Corridor-v0", split="task seeds 5..6", policy="expert", seeds=(0,), max_steps=6)
-    results = (GameResult(game="seed 5", task_type="corridor", seed=0, won=True, steps=3, invalid_actions=0, reward=1.0),)
+    settings = EvalSettings(
+        env_id="agentpo/Corridor-v0", split="task seeds 5..6", policy="expert", seeds=(0,), max_steps=6
+    )
+    results = (
+        GameResult(game="seed 5", task_type="corridor", seed=0, won=True, steps=3, invalid_actions=0, reward=1.0),
+    )
     text = to_markdown(EvalResult(settings=settings, games=("seed 5",), results=results))
     assert "# Corridor evaluation: task seeds 5..6" in text and "| Method | All |" in text

@@ -43,7 +43,11 @@ def test_chat_template_renders_known_tokens_only() -> None:
     messages = [{"role": "system", "content": "you are out"}, {"role": "user", "content": "room 1 of 3 ."}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
-    assert tokens == [IM_START, "system", "you", "are", "out", IM_END, IM_START, "user", "room", "1", "of", "3", ".", IM_END, IM_START, "assistant"]
+    assert tokens == [
+        *(IM_START, "system", "you", "are", "out", IM_END),
+        *(IM_START, "user", "room", "1", "of", "3", ".", IM_END),
+        *(IM_START, "assistant"),
+    ]
 
 
 @pytest.mark.parametrize("word", ["east.", "two words", ""])
@@ -92,7 +96,9 @@ def test_build_reloads_identically_with_auto_classes(tmp_path: Path, arch: str) 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path: Path) -> None:
     def weights(name: str, seed: int) -> dict[str, torch.Tensor]:
-        return load_file(str(build_tiny_model(tmp_path / name, WORDS, hidden_size=32, num_layers=1, seed=seed) / "model.safetensors"))
+        return load_file(
+            str(build_tiny_model(tmp_path / name, WORDS, hidden_size=32, num_layers=1, seed=seed) / "model.safetensors")
+        )
 
     first, again, other = weights("a", 7), weights("b", 7), weights("c", 8)
     assert first.keys() == again.keys()
@@ -110,7 +116,11 @@ def test_build_leaves_the_global_rng_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"arch": "qwen2"}, "unknown arch"), ({"hidden_size": 30, "num_heads": 4}, "divisible"), ({"num_layers": 0}, "positive")],
+    [
+        ({"arch": "qwen2"}, "unknown arch"),
+        ({"hidden_size": 30, "num_heads": 4}, "divisible"),
+        ({"num_layers": 0}, "positive"),
+    ],
 )
 def test_bad_sizes_and_arch_are_rejected(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -43,7 +43,10 @@ BAD_OVERRIDES = {
     "infinite p_max": (["algorithm.p_max=.inf"], "algorithm.p_max: must be a finite number"),
     "nan temperature": (["rollout.temperature=.nan"], "rollout.temperature: must be a finite number"),
     "first_seed 0": (["eval.first_seed=0"], "eval.first_seed: must be >= 1"),
-    "missing model folder": (["model.source=pretrained", "model.path=./no/such/model"], "model.path: './no/such/model'"),
+    "missing model folder": (
+        ["model.source=pretrained", "model.path=./no/such/model"],
+        "model.path: './no/such/model'",
+    ),
     "missing data folder": (
         ["env.id=agentpo/Math-v0", "env.kwargs={data_dir: /no/such/math}"],
         "env.kwargs.data_dir: '/no/such/math' is not a folder",

@@ -60,5 +60,7 @@ def test_env_error_rate_sits_next_to_the_success_rate() -> None:
     def episode(won: bool, error: str | None) -> Episode:
         return Episode(0, 0, 0, "", "", [], won=won, reward=float(won), env_error=error)
 
-    metrics = episode_metrics([episode(True, None), episode(False, None), episode(False, "boom"), episode(False, "boom")])
+    metrics = episode_metrics(
+        [episode(True, None), episode(False, None), episode(False, "boom"), episode(False, "boom")]
+    )
     assert metrics["success_rate"] == 0.25 and metrics["env_error_rate"] == 0.5

@@ -1,4 +1,5 @@
-"""Drill: files planted in the ALFWorld translation cache never run, and a cache folder others can write to is refused."""
+"""Drill: files planted in the ALFWorld translation cache never run, and a cache folder others can write
+to is refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Drills on a run's folder: kill -9 while a checkpoint is written, then resume; a reused folder; planted state files."""
+"""Drills on a run's folder: kill -9 while a checkpoint is written, then resume; a reused folder; planted
+state files."""
 
 from __future__ import annotations
 

@@ -11,7 +11,15 @@ from agentpo.rollout.episode import Episode, Turn
 PAD = 0
 
 
-def turn(prompt: list[int], response: list[int], logprobs: list[float], *, reward: float = 0.0, action: str | None = "a", info: dict | None = None) -> Turn:
+def turn(
+    prompt: list[int],
+    response: list[int],
+    logprobs: list[float],
+    *,
+    reward: float = 0.0,
+    action: str | None = "a",
+    info: dict | None = None,
+) -> Turn:
     return Turn(prompt, response, logprobs, "text", action, "obs", reward, False, False, info or {})
 
 

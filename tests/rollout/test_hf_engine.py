@@ -20,7 +20,9 @@ def ragged_prompts(vocab_size: int, lengths: list[int], seed: int = 0) -> list[l
     return [torch.randint(4, vocab_size, (n,), generator=generator).tolist() for n in lengths]
 
 
-def teacher_forced_logprobs(model: PreTrainedModel, prompt: list[int], response: list[int], temperature: float) -> torch.Tensor:
+def teacher_forced_logprobs(
+    model: PreTrainedModel, prompt: list[int], response: list[int], temperature: float
+) -> torch.Tensor:
     """log_softmax(logits / T) of each response token from one unpadded forward pass over prompt + response."""
     with torch.no_grad():
         logits = model(torch.tensor([prompt + response])).logits[0].float()
@@ -30,7 +32,11 @@ def teacher_forced_logprobs(model: PreTrainedModel, prompt: list[int], response:
 
 @pytest.mark.parametrize(("temperature", "top_p", "max_batch_size"), [(1.0, 1.0, None), (0.7, 0.8, 2)])
 def test_logprobs_equal_a_full_forward_pass(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, temperature: float, top_p: float, max_batch_size: int | None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    temperature: float,
+    top_p: float,
+    max_batch_size: int | None,
 ) -> None:
     engine = TransformersEngine(model, tokenizer, max_batch_size=max_batch_size)
     prompts = ragged_prompts(len(tokenizer), [5, 1, 12, 3, 8, 2])
@@ -75,7 +81,9 @@ def test_greedy_takes_the_argmax_with_temperature_one_logprobs() -> None:
     torch.testing.assert_close(logprobs, torch.log_softmax(logits, -1)[[0, 1], [1, 0]])
 
 
-def test_same_seed_same_samples_other_seed_differs(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_same_seed_same_samples_other_seed_differs(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     prompts = ragged_prompts(len(tokenizer), [4, 7, 2])
 
     def run(seed: int) -> list[list[int]]:
@@ -85,7 +93,9 @@ def test_same_seed_same_samples_other_seed_differs(engine: TransformersEngine, t
     assert run(5) != run(6)
 
 
-def test_unseeded_sampling_follows_the_global_generator(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_unseeded_sampling_follows_the_global_generator(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     prompts = ragged_prompts(len(tokenizer), [4, 7])
     torch.manual_seed(11)
     first = [g.token_ids for g in engine.generate(prompts, SamplingParams(max_new_tokens=12))]
@@ -93,7 +103,9 @@ def test_unseeded_sampling_follows_the_global_generator(engine: TransformersEngi
     assert [g.token_ids for g in engine.generate(prompts, SamplingParams(max_new_tokens=12))] == first
 
 
-def test_results_do_not_depend_on_batching_for_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_results_do_not_depend_on_batching_for_greedy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
     prompts = ragged_prompts(len(tokenizer), [9, 1, 4, 6, 2])
     greedy = SamplingParams(temperature=0.0, max_new_tokens=10)
     together = TransformersEngine(model, tokenizer).generate(prompts, greedy)
@@ -118,7 +130,9 @@ def test_shared_prompts_are_prefilled_once_with_exact_results(
     assert [g.token_ids for g in greedy] == [alone[len(p)].token_ids for p in prompts]
 
 
-def test_streamed_requests_sample_from_their_own_seed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_streamed_requests_sample_from_their_own_seed(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
     """A request's sample depends on its prompt and seed, not on what shares its batch; log-probs stay exact."""
     prompts = ragged_prompts(len(tokenizer), [6, 3, 9, 3, 5])
     sampling = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=12)
@@ -131,7 +145,10 @@ def test_streamed_requests_sample_from_their_own_seed(model: PreTrainedModel, to
     together = engine.poll()
     assert engine.in_flight == 0 and engine.poll() == []
     assert [key for key, _ in together] == [("ep", i) for i in range(5)] + ["other-settings"]
-    assert together[-1][1].token_ids == engine.generate([prompts[0]], SamplingParams(temperature=0.0, max_new_tokens=5))[0].token_ids
+    assert (
+        together[-1][1].token_ids
+        == engine.generate([prompts[0]], SamplingParams(temperature=0.0, max_new_tokens=5))[0].token_ids
+    )
     for i, prompt in enumerate(prompts):
         engine.submit(Request(i, prompt, replace(sampling, seed=100 + i)))
         [(key, alone)] = engine.poll()
@@ -166,7 +183,9 @@ def check_finish(generation: Generation, tokenizer: PreTrainedTokenizerBase, sam
         assert generation.finish_reason == "length" and len(ids) == sampling.max_new_tokens and not has_stop(ids)
 
 
-def test_stop_strings_eos_and_length_end_each_sequence(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_stop_strings_eos_and_length_end_each_sequence(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     sampling = SamplingParams(max_new_tokens=40, stop=("exit", "of the"), seed=4)
     generations = engine.generate(ragged_prompts(len(tokenizer), [3] * 24), sampling)
     for generation in generations:
@@ -176,7 +195,9 @@ def test_stop_strings_eos_and_length_end_each_sequence(engine: TransformersEngin
     assert any(g.finish_reason == "stop" and "of the" in g.text and "exit" not in g.text for g in generations)
 
 
-def test_load_weights_replaces_the_policy_in_place(tmp_path, engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_load_weights_replaces_the_policy_in_place(
+    tmp_path, engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     other = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "other", CorridorEnv.vocabulary(), seed=1))
     model_before = engine.model
     engine.load_weights(other.state_dict())
@@ -203,7 +224,13 @@ def test_generate_keeps_the_model_mode_and_rejects_empty_prompts(engine: Transfo
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"max_new_tokens": 0}, "max_new_tokens"), ({"stop": ("",)}, "stop"), ({"stop": "x"}, "stop")],
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"stop": ("",)}, "stop"),
+        ({"stop": "x"}, "stop"),
+    ],
 )
 def test_sampling_params_are_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

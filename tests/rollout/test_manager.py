@@ -74,7 +74,12 @@ def collect(
     seed: int | None = 0,
     **settings: Any,
 ) -> list[Episode]:
-    defaults: dict[str, Any] = {"group_size": 3, "max_turns": 6, "history": 2, "sampling": SamplingParams(max_new_tokens=4)}
+    defaults: dict[str, Any] = {
+        "group_size": 3,
+        "max_turns": 6,
+        "history": 2,
+        "sampling": SamplingParams(max_new_tokens=4),
+    }
     with EnvPool(env_id, num_envs, num_workers=num_workers) as pool:
         manager = RolloutManager(engine, tokenizer, pool, RolloutSettings(**{**defaults, **settings}))
         return manager.collect(seeds, seed=seed)
@@ -181,7 +186,9 @@ class FlakyEnv(TextEnv):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_env_errors_end_only_their_episodes(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, mode: str) -> None:
+def test_env_errors_end_only_their_episodes(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, mode: str
+) -> None:
     env_id = register_text_env("agentpo-test/Flaky-v0", FlakyEnv)
     episodes = collect(engine, tokenizer, [1, 2], env_id=env_id, group_size=2, mode=mode)
     for episode in episodes[:2]:
@@ -191,7 +198,9 @@ def test_env_errors_end_only_their_episodes(engine: TransformersEngine, tokenize
         assert episode.env_error is None and episode.won and len(episode.turns) == 3
 
 
-def test_seeded_collections_repeat_and_turns_get_distinct_seeds(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_seeded_collections_repeat_and_turns_get_distinct_seeds(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     recorder = RecordingEngine(engine)
     first = collect(recorder, tokenizer, [0, 1], seed=4)
     again = collect(engine, tokenizer, [0, 1], seed=4)
@@ -220,7 +229,9 @@ def test_async_requests_are_seeded_per_episode_and_turn_whatever_runs_beside_the
     assert samples(collect(engine, tokenizer, [0, 1, 2], seed=7, mode="async", num_workers=2)) == samples(wide)
 
 
-def test_max_in_flight_bounds_the_episodes_played_at_once(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_max_in_flight_bounds_the_episodes_played_at_once(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     recorder = RecordingEngine(engine)
     episodes = collect(recorder, tokenizer, [0, 1, 2], mode="async", max_in_flight=2, num_envs=8)
     assert len(episodes) == 9 and all(e.turns for e in episodes)
@@ -242,7 +253,11 @@ def test_async_mode_needs_a_streaming_engine(engine: TransformersEngine, tokeniz
 
 @pytest.mark.parametrize("mode", MODES)
 def test_progress_counts_every_turn_and_episode(
-    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, mode: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    engine: TransformersEngine,
+    tokenizer: PreTrainedTokenizerBase,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bars: list[manager_module.RolloutProgress] = []
 
@@ -287,7 +302,9 @@ def test_async_alfworld_episodes_are_valid(tmp_path: Path, alfworld_data_dir: Pa
     )
 
 
-def test_template_stop_strings_join_the_sampling_settings(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_template_stop_strings_join_the_sampling_settings(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     settings = RolloutSettings(prompt="alfworld", sampling=SamplingParams(stop=("\n\n",)))
     with EnvPool(CORRIDOR, 1) as pool:
         assert RolloutManager(engine, tokenizer, pool, settings).sampling.stop == ("\n\n", "</action>")

@@ -13,7 +13,11 @@ from agentpo.rollout.parsing import PARSERS, get_parser
         ("raw", "  go east \n", "go east"),
         ("raw", " \n ", None),
         ("action_tag", "<think>go</think><action>go to desk 1</action>", "go to desk 1"),
-        ("action_tag", "maybe <action>look</action> no: <ACTION> put mug in/on desk 1 </action>", "put mug in/on desk 1"),
+        (
+            "action_tag",
+            "maybe <action>look</action> no: <ACTION> put mug in/on desk 1 </action>",
+            "put mug in/on desk 1",
+        ),
         ("action_tag", "<action>open drawer 1", None),
         ("action_tag", "<action>  </action>", None),
         ("action_tag", "go to desk 1", None),

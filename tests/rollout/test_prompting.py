@@ -22,7 +22,9 @@ from agentpo.rollout.prompting import (
 MINIMAL = {"first": "{observation}", "next": "{history} {observation}", "parser": "raw"}
 
 
-@pytest.mark.parametrize("name", sorted({*(text_spec(i).prompt for i in registered_ids()), *(p.stem for p in PROMPTS_DIR.glob("*.yaml"))}))
+@pytest.mark.parametrize(
+    "name", sorted({*(text_spec(i).prompt for i in registered_ids()), *(p.stem for p in PROMPTS_DIR.glob("*.yaml"))})
+)
 def test_builtin_templates_load(name: str) -> None:
     template = PromptTemplate.load(name)
     assert template.name == name
@@ -32,7 +34,10 @@ def test_alfworld_follows_the_published_protocol() -> None:
     template = PromptTemplate.load("alfworld")
     assert template.parser == "action_tag" and template.stop == ("</action>",)
     assert "{admissible_actions}" in template.first and "{history}" in template.next
-    intro = "-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room.\n\nYour task is to: put a mug in desk.\n"
+    intro = (
+        "-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room.\n\n"
+        "Your task is to: put a mug in desk.\n"
+    )
     assert template.task(intro) == "put a mug in desk."
     assert template.task("no task line") == "no task line"
 
@@ -87,7 +92,9 @@ def test_window_prompt_numbers_the_shown_turns(tokenizer: PreTrainedTokenizerBas
     template = PromptTemplate.from_dict(
         "t", {**MINIMAL, "next": "{step} {history_length} {history}", "history_entry": "{step} {observation} {action}"}
     )
-    ids = PromptBuilder(template, tokenizer).window_prompt("", "", None, [HistoryItem("room", "east"), HistoryItem("wall", "west")], step=3)
+    ids = PromptBuilder(template, tokenizer).window_prompt(
+        "", "", None, [HistoryItem("room", "east"), HistoryItem("wall", "west")], step=3
+    )
     # Turns 2 and 3 (1-based) are the last two of three turns taken (the vocabulary has digits 1-3).
     assert tokenizer.decode(ids, skip_special_tokens=True) == "user 3 2 2 room east 3 wall west assistant"
 

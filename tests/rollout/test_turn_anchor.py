@@ -11,7 +11,9 @@ from agentpo.rollout.engines.hf import TransformersEngine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 
 
-def test_turn_anchor_is_the_observation_the_turn_acted_on(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase) -> None:
+def test_turn_anchor_is_the_observation_the_turn_acted_on(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase
+) -> None:
     settings = RolloutSettings(group_size=3, max_turns=6, history=0, sampling=SamplingParams(max_new_tokens=4))
     with EnvPool("agentpo/Corridor-v0", 4) as pool:
         episodes = RolloutManager(engine, tokenizer, pool, settings).collect([3, 5], seed=0)

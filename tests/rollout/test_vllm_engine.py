@@ -104,7 +104,9 @@ def test_greedy_stop_strings_eos_and_length_match_the_transformers_engine(
     stop_word = tokenizer.decode([free[0].token_ids[3]])
     with_stop = replace(greedy, stop=(stop_word,))
     ours, theirs = engine.generate(prompts, with_stop), reference.generate(prompts, with_stop)
-    assert [(g.token_ids, g.text, g.finish_reason) for g in ours] == [(g.token_ids, g.text, g.finish_reason) for g in theirs]
+    assert [(g.token_ids, g.text, g.finish_reason) for g in ours] == [
+        (g.token_ids, g.text, g.finish_reason) for g in theirs
+    ]
     assert ours[0].finish_reason == "stop" and len(ours[0].token_ids) <= 4 and stop_word in ours[0].text
     assert ours[0].text == tokenizer.decode(ours[0].token_ids, skip_special_tokens=True)  # no leading space
 
@@ -147,7 +149,9 @@ def test_streaming_returns_each_request_once_as_it_finishes(engine: VLLMEngine, 
     assert engine.poll() == [] and engine.in_flight == 0
     lengths = {"short": 2, "mid": 6, "long": 12}
     for (key, length), prompt in zip(lengths.items(), prompts):
-        engine.submit(Request(key=key, prompt=prompt, sampling=SamplingParams(temperature=1.0, max_new_tokens=length, seed=3)))
+        engine.submit(
+            Request(key=key, prompt=prompt, sampling=SamplingParams(temperature=1.0, max_new_tokens=length, seed=3))
+        )
     assert engine.in_flight == 3
     order = []
     while engine.in_flight:
@@ -161,7 +165,11 @@ def test_streaming_returns_each_request_once_as_it_finishes(engine: VLLMEngine, 
 
 @pytest.mark.parametrize("weight_sync", ["file", "memory"])
 def test_after_an_optimizer_step_greedy_equals_transformers_greedy(
-    engine: VLLMEngine, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], weight_sync: str
+    engine: VLLMEngine,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    weight_sync: str,
 ) -> None:
     greedy = SamplingParams(temperature=0.0, max_new_tokens=10)
     before = [g.token_ids for g in engine.generate(prompts, greedy)]

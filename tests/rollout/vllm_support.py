@@ -42,6 +42,8 @@ def build_model_dir(out: Path, *, tied: bool) -> Path:
     if not tied:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         model.config.tie_word_embeddings = False
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() + 0.02 * torch.randn_like(model.lm_head.weight))
+        model.lm_head.weight = torch.nn.Parameter(
+            model.lm_head.weight.detach().clone() + 0.02 * torch.randn_like(model.lm_head.weight)
+        )
         model.save_pretrained(path)
     return path

@@ -13,7 +13,8 @@ TIMING_KEYS = ("step_time_s", "tokens_per_s")
 
 
 def tiny_config(run_dir: Path, **sections: dict) -> Config:
-    """A seconds-long Corridor run: 3 tasks x 4 attempts of a one-room corridor, a 32-wide model, no eval or progress bar."""
+    """A seconds-long Corridor run: 3 tasks x 4 attempts of a one-room corridor, a 32-wide model, no eval or
+    progress bar."""
     data: dict = {
         "run_dir": str(run_dir),
         "model": {"source": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
@@ -36,7 +37,8 @@ def without_timing(records: list[dict]) -> list[dict]:
 
 
 def run_training(config: Config, *, resume: bool = False, overwrite: bool = False) -> list[dict]:
-    """Train ``config`` to its end (or resume it, or replace the run in its folder); return its metrics.jsonl records."""
+    """Train ``config`` to its end (or resume it, or replace the run in its folder); return its metrics.jsonl
+    records."""
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
     try:
         trainer.fit()

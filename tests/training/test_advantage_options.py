@@ -42,7 +42,9 @@ def test_each_turn_advantage_reaches_its_own_tokens() -> None:
         batch, torch.tensor([0, 1, 2]), units=unit_ids(batch, "turn"), advantages=advantages,
         old_logprobs=batch.old_logprobs, ref_logprobs=None,
     )
-    on_actions = {(int(t), float(a)) for t, a in zip(batch.input_ids[mb.action_mask.bool()], mb.advantages[mb.action_mask.bool()])}
+    on_actions = {
+        (int(t), float(a)) for t, a in zip(batch.input_ids[mb.action_mask.bool()], mb.advantages[mb.action_mask.bool()])
+    }
     assert on_actions == {(3, 10.0), (4, 10.0), (6, 20.0), (7, 30.0), (8, 30.0), (9, 30.0)}
     assert mb.advantages[~mb.action_mask.bool()].abs().max().item() == 0.0
 
@@ -63,7 +65,9 @@ def test_holderpo_with_gigpo_trains_in_turn_scope(tmp_path: Path) -> None:
 
 
 def test_iteration_counter_logs_one_p_per_iteration(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, algorithm={"p_counter": "iteration", "p_steps": 4}, train={"steps": 3, "minibatches": 3})
+    config = tiny_config(
+        tmp_path, algorithm={"p_counter": "iteration", "p_steps": 4}, train={"steps": 3, "minibatches": 3}
+    )
     records = run_training(config)
     schedule = PSchedule("linear_dec", p_min=-2.0, p_max=2.0, steps=4)
     # The logged p is the mean over the iteration's 3 updates: equal to the held value.

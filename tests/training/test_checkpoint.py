@@ -57,7 +57,9 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
 def test_restore_continues_exactly(tmp_path: Path) -> None:
     model, optimizer, scheduler = _setup()
     _train(model, optimizer, scheduler, 3)
-    saved = save_checkpoint(tmp_path, 3, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=2)
+    saved = save_checkpoint(
+        tmp_path, 3, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=2
+    )
     _train(model, optimizer, scheduler, 2)
     draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     expected = [p.detach().clone() for p in model.parameters()]
@@ -77,7 +79,9 @@ def test_restore_continues_exactly(tmp_path: Path) -> None:
 def test_half_written_checkpoints_are_invisible_and_old_ones_pruned(tmp_path: Path) -> None:
     model, optimizer, scheduler = _setup()
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=2)
+        save_checkpoint(
+            tmp_path, step, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=2
+        )
     # A crash in the middle of saving step 4 leaves only its temporary folder.
     checkpoint_path(tmp_path, 4).with_name(".tmp-step_000004").mkdir()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
@@ -94,7 +98,9 @@ def test_best_policy_is_replaced_whole_and_outlives_the_rotation(tmp_path: Path)
     assert read_best(tmp_path) is None and best_model_dir(tmp_path) is None
     save_best(tmp_path, 2, metric="val/success_rate", value=0.5, model=model, tokenizer=_Tokenizer())
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=1)
+        save_checkpoint(
+            tmp_path, step, model=model, tokenizer=_Tokenizer(), optimizer=optimizer, scheduler=scheduler, keep=1
+        )
     assert read_best(tmp_path) == {"step": 2, "metric": "val/success_rate", "value": 0.5, "path": "best_step_000002"}
     assert (best_model_dir(tmp_path) / "model.safetensors").is_file()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000003"]

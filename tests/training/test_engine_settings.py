@@ -53,7 +53,9 @@ def test_policy_state_dict_keeps_the_tied_head_and_merges_lora(tmp_path: Path) -
     assert merged.keys() == reference.keys()
     for key, value in reference.items():
         torch.testing.assert_close(merged[key], value, atol=1e-6, rtol=0)
-    assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], plain["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        merged["model.layers.0.self_attn.q_proj.weight"], plain["model.layers.0.self_attn.q_proj.weight"]
+    )
     assert all("lora_" in name for name, p in peft_model.named_parameters() if p.requires_grad)  # untouched
 
 

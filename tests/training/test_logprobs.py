@@ -131,7 +131,9 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_full_forward(model: torc
     torch.testing.assert_close(shared_lp, plain_lp, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared_ent, plain_ent, rtol=0, atol=1e-5)
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def forward_and_grads(model: torch.nn.Module, weights: torch.Tensor, *args: torch.Tensor, **kwargs: object):
@@ -174,7 +176,9 @@ def test_gradient_checkpointing_turns_prefix_sharing_off(model: torch.nn.Module)
     # would silently vanish from the rows' context.
     input_ids, attention_mask, from_column = group_batch(model.config.vocab_size)
     weights = torch.randn(input_ids.shape, generator=torch.Generator().manual_seed(4))
-    reference = forward_and_grads(model, weights, input_ids, attention_mask, from_column=from_column, share_prefix=False)
+    reference = forward_and_grads(
+        model, weights, input_ids, attention_mask, from_column=from_column, share_prefix=False
+    )
     renamed = hasattr(model, "activation_checkpointing_enable")  # transformers 5; 4.x has the old names
     (model.activation_checkpointing_enable if renamed else model.gradient_checkpointing_enable)()
     model.train()

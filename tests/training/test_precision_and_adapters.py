@@ -60,7 +60,9 @@ def test_lora_trains_only_the_adapters_resumes_and_saves_a_loadable_adapter(tmp_
         assert trainable and all("lora_" in name for name in trainable)
         # The base weights are still the initial ones; the adapters moved (lora_B starts at zero).
         initial = load_file(Path(config.run_dir) / "init_model" / "model.safetensors")
-        base = {name.removeprefix("base_model.model.").replace(".base_layer", ""): p for name, p in model.named_parameters()}
+        base = {
+            name.removeprefix("base_model.model.").replace(".base_layer", ""): p for name, p in model.named_parameters()
+        }
         for name, weight in initial.items():
             assert torch.equal(base[name], weight), name
         assert any(p.abs().max() > 0 for name, p in model.named_parameters() if "lora_B" in name)

@@ -48,7 +48,9 @@ class ScriptedEngine:
         for _ in prompts:
             ids = self.responses.pop(0)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            out.append(Generation(ids, [0.0] * len(ids), text, "eos" if ids[-1] == self.tokenizer.eos_token_id else "stop"))
+            out.append(
+                Generation(ids, [0.0] * len(ids), text, "eos" if ids[-1] == self.tokenizer.eos_token_id else "stop")
+            )
         return out
 
 
@@ -58,7 +60,9 @@ def test_expert_rows_are_the_rollouts_token_streams(tokenizer, history: int) -> 
     builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
     (episode,) = play_expert(CORRIDOR, {"length": 3}, tasks=1)
     rows = render_episode(episode, builder, history=history, response="{action}")
-    answers = [tokenizer(s.action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for s in episode.steps]
+    answers = [
+        tokenizer(s.action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for s in episode.steps
+    ]
     with EnvPool(CORRIDOR, 1, env_kwargs={"length": 3}) as pool:
         settings = RolloutSettings(group_size=1, max_turns=10, history=history, prompt="corridor")
         manager = RolloutManager(ScriptedEngine(answers, tokenizer), tokenizer, pool, settings)
@@ -89,7 +93,10 @@ def test_jsonl_turns_and_their_errors(tmp_path: Path, tokenizer) -> None:
     path = tmp_path / "turns.jsonl"
     path.write_text(json.dumps({"prompt": "room 1 of 2 .", "response": "north"}) + "\n\n")
     (row,) = read_turns_jsonl(path, builder)
-    assert row.input_ids == builder.user_prompt("room 1 of 2 .") + tokenizer("north", add_special_tokens=False)["input_ids"]
+    assert (
+        row.input_ids
+        == builder.user_prompt("room 1 of 2 .") + tokenizer("north", add_special_tokens=False)["input_ids"]
+    )
     path.write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match=re.escape("turns.jsonl:1: expected an object")):
         read_turns_jsonl(path, builder)

@@ -149,7 +149,8 @@ def test_dry_run_of_the_recipes_builds_nothing(recipe: str, tmp_path: Path, caps
 
 
 def test_bad_override_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["train", "--config", str(REPO / "configs" / "quickstart.yaml"), "algorithm.loss=holdr", f"run_dir={tmp_path / 'run'}"]
+    quickstart = str(REPO / "configs" / "quickstart.yaml")
+    argv = ["train", "--config", quickstart, "algorithm.loss=holdr", f"run_dir={tmp_path / 'run'}"]
     assert cli.main(argv) == 2
     assert "algorithm.loss: unknown policy loss 'holdr'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
