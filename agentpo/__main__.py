@@ -1,4 +1,7 @@
-"""``python -m agentpo ...``: the ``agentpo`` command, for launchers that run modules (``torchrun -m agentpo train``)."""
+"""``python -m agentpo ...``: the ``agentpo`` command, for launchers that run modules.
+
+For example ``torchrun --nproc_per_node 2 -m agentpo train --config ...``.
+"""
 
 import sys
 

@@ -88,6 +88,8 @@ def _check_env_kwargs(env_id: str, kwargs: dict[str, Any], key: str) -> None:
 
     entry_point = gymnasium.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    if creator is None:
+        return
     try:
         parameters = inspect.signature(creator).parameters.values()
     except (TypeError, ValueError):  # a builtin or C callable: nothing to compare with
@@ -146,7 +148,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # Whether a path is required (eval.policy=expert needs none) is the whole config's rule.
         if self.source == "pretrained" and self.path and names_a_local_path(self.path):
-            _require(Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)")
+            _require(
+                Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,8 @@ class EnvConfig:
     )
     num_workers: int = option(
         0,
-        "env worker processes or Ray actors (0: step the envs in the trainer process, where no timeout applies and a crashing "
-        "env takes the trainer down: see docs/reliability.md)",
+        "env worker processes or Ray actors (0: step the envs in the trainer process, where no timeout applies and a "
+        "crashing env takes the trainer down: see docs/reliability.md)",
     )
     step_timeout: float = option(60.0, "seconds an env step may take in a worker before the worker is replaced")
     reset_timeout: float = option(300.0, "seconds an env reset (or a worker's start) may take in a worker")
@@ -187,7 +191,9 @@ class EnvConfig:
             import importlib.util
 
             _require(self.num_workers >= 1, "num_workers", "backend=ray needs at least one actor (num_workers >= 1)")
-            _require(importlib.util.find_spec("ray") is not None, "backend", "ray needs Ray: pip install 'agentpo[ray]'")
+            _require(
+                importlib.util.find_spec("ray") is not None, "backend", "ray needs Ray: pip install 'agentpo[ray]'"
+            )
 
     def pool_options(self) -> dict[str, Any]:
         """The :class:`~agentpo.envs.pool.EnvPool` keyword arguments these settings make (besides the env)."""
@@ -204,7 +210,8 @@ class VLLMConfig:
     """Settings of the vLLM engine (``rollout.engine=vllm``; docs/engines.md gives GPU recipes)."""
 
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = option(
-        "float32", "engine weights/activations: float32 matches the fp32 trainer's log-probs; bfloat16 on GPUs for speed"
+        "float32",
+        "engine weights/activations: float32 matches the fp32 trainer's log-probs; bfloat16 on GPUs for speed",
     )
     gpu_memory_utilization: float = option(
         0.5, "share of GPU memory vLLM takes (weights + KV cache); leave the rest to the trainer when colocated"
@@ -231,7 +238,9 @@ class VLLMConfig:
             "gpu_memory_utilization",
             f"must be in (0, 1], got {self.gpu_memory_utilization}",
         )
-        _require(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")
+        _require(
+            self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}"
+        )
         _require(self.cpu_kv_cache_gb > 0, "cpu_kv_cache_gb", f"must be > 0, got {self.cpu_kv_cache_gb}")
         _require(self.max_model_len >= 0, "max_model_len", f"must be >= 0, got {self.max_model_len}")
 
@@ -241,7 +250,9 @@ class RolloutConfig:
     """How episodes are collected: G attempts per task, turn by turn."""
 
     group_size: int = option(8, "G: attempts per task; advantages compare the G episodes of a task (>= 2)")
-    max_turns: int = option(50, "actions per episode before it is cut off (default: the env's, see `agentpo envs list`)")
+    max_turns: int = option(
+        50, "actions per episode before it is cut off (default: the env's, see `agentpo envs list`)"
+    )
     history: int = option(2, "past turns shown in each prompt (-1: the full history)")
     mode: Literal["lockstep", "async"] = option(
         "lockstep",
@@ -285,7 +296,11 @@ class RolloutConfig:
         _require(self.max_in_flight >= 0, "max_in_flight", f"must be >= 0, got {self.max_in_flight}")
         from agentpo.rollout.parsing import PARSERS
 
-        _require(not self.parser or self.parser in PARSERS, "parser", f"unknown parser {self.parser!r}; choose one of {sorted(PARSERS)}")
+        _require(
+            not self.parser or self.parser in PARSERS,
+            "parser",
+            f"unknown parser {self.parser!r}; choose one of {sorted(PARSERS)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -296,7 +311,8 @@ class GiGPOConfig:
     step_weight: float = option(1.0, "omega: advantage = episode-level + omega x step-level")
     norm: Literal["mean_std", "mean"] = option(
         "mean_std",
-        "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred (mean)",
+        "both GiGPO advantages are centred on their group's mean and divided by its std (mean_std) or only centred "
+        "(mean)",
     )
     similarity: float = option(
         1.0,
@@ -349,7 +365,8 @@ class AlgorithmConfig:
     advantage_eps: float = option(1e-6, "added to the group std before dividing (grpo; gigpo with norm=mean_std)")
     kl_coef: float = option(0.0, "beta of the KL penalty to the frozen initial policy (0: no reference model)")
     kl_estimator: str = option(
-        "k3", "per-token estimator of KL(pi_theta || pi_ref): k1, k2, k3 (Schulman 2020) or low_var_kl (k3 clamped, verl)"
+        "k3",
+        "per-token estimator of KL(pi_theta || pi_ref): k1, k2, k3 (Schulman 2020) or low_var_kl (k3 clamped, verl)",
     )
     entropy_coef: float = option(
         0.0, "entropy bonus: minus this x the policy's token-mean entropy on the minibatch (published ALFWorld: 0.001)"
@@ -446,7 +463,9 @@ class OptimConfig:
     weight_decay: float = option(0.0, "AdamW decoupled weight decay")
     eps: float = option(1e-8, "AdamW epsilon")
     warmup_steps: int = option(0, "optimizer steps of linear warm-up from 0 to lr")
-    decay: Literal["constant", "linear", "cosine"] = option("constant", "lr shape after warm-up, down to min_lr_ratio*lr")
+    decay: Literal["constant", "linear", "cosine"] = option(
+        "constant", "lr shape after warm-up, down to min_lr_ratio*lr"
+    )
     min_lr_ratio: float = option(0.0, "final lr as a fraction of lr for linear/cosine decay")
     max_grad_norm: float = option(1.0, "clip the global gradient norm to this (0: no clipping)")
 
@@ -524,7 +543,9 @@ class TrainConfig:
         if self.device == "cuda":
             import torch
 
-            _require(torch.cuda.is_available(), "device", "is cuda, but no CUDA device is visible here (use auto or cpu)")
+            _require(
+                torch.cuda.is_available(), "device", "is cuda, but no CUDA device is visible here (use auto or cpu)"
+            )
 
 
 @dataclass(frozen=True)
@@ -545,9 +566,13 @@ class EvalConfig:
     temperature: float = option(0.0, "sampling temperature of the evaluation (0: greedy; default: the env's)")
     split: str = option("", "envs with game files or datasets: the held-out split ('': the env's default)")
     seeds: int = option(1, "envs with game files: each game is played under seeds 0 .. N-1")
-    datasets: tuple[str, ...] = option((), "math: benchmarks scored (aime24, amc23, math500, ...; empty: the env's default)")
+    datasets: tuple[str, ...] = option(
+        (), "math: benchmarks scored (aime24, amc23, math500, ...; empty: the env's default)"
+    )
     n: int = option(1, "math: samples per problem (mean@n and pass@k)")
-    first_seed: int = option(1_000_000, "seeded envs: task seeds first_seed .. first_seed+tasks-1; training seeds stay below")
+    first_seed: int = option(
+        1_000_000, "seeded envs: task seeds first_seed .. first_seed+tasks-1; training seeds stay below"
+    )
     env_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "seeded envs: env.kwargs overrides for validation (empty: the training env)"},
@@ -565,7 +590,9 @@ class EvalConfig:
     checkpoint: str = option(
         "best", "agentpo eval RUN_DIR: which policy of the run plays: best, latest, or a checkpoint folder"
     )
-    transcripts: int = option(0, "agentpo eval: the first N games a model plays, as readable text in OUT/transcripts.txt")
+    transcripts: int = option(
+        0, "agentpo eval: the first N games a model plays, as readable text in OUT/transcripts.txt"
+    )
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "every", "must be >= 0")
@@ -576,7 +603,9 @@ class EvalConfig:
         _require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         _require_finite(self, "temperature")
         # Training draws its task seeds from [0, first_seed): 0 would leave it none.
-        _require(self.first_seed >= 1, "first_seed", f"must be >= 1 (training seeds lie below it), got {self.first_seed}")
+        _require(
+            self.first_seed >= 1, "first_seed", f"must be >= 1 (training seeds lie below it), got {self.first_seed}"
+        )
 
 
 @dataclass(frozen=True)
@@ -586,7 +615,7 @@ class SftConfig:
     data: str = option(
         "expert",
         "expert: play the env's expert (info['expert_plan']) on the tasks of env.kwargs; or the path of a "
-        "JSONL of turns {\"prompt\": user message, \"response\": assistant text}",
+        'JSONL of turns {"prompt": user message, "response": assistant text}',
     )
     tasks: int = option(-1, "expert tasks played: games of the split (ALFWorld; -1: all) or task seeds 0..N-1")
     response: str = option(
@@ -673,7 +702,9 @@ class Config:
             f"{self.train.micro_batch_episodes} exceeds the {self.episodes_per_minibatch} episodes of a minibatch",
         )
         if not self.eval.best_metric:
-            object.__setattr__(self, "eval", dataclasses.replace(self.eval, best_metric=self.validation_success_metrics()[0]))
+            object.__setattr__(
+                self, "eval", dataclasses.replace(self.eval, best_metric=self.validation_success_metrics()[0])
+            )
         if self.eval.tasks != 0:
             self._check_validation()
         _require(
@@ -690,7 +721,11 @@ class Config:
 
         tiny = self.model.tiny
         head_dim = tiny.hidden_size // tiny.num_heads
-        fits = [n for n in range(1, tiny.hidden_size + 1) if tiny.hidden_size % n == 0 and tiny.hidden_size // n in CPU_HEAD_DIMS]
+        fits = [
+            n
+            for n in range(1, tiny.hidden_size + 1)
+            if tiny.hidden_size % n == 0 and tiny.hidden_size // n in CPU_HEAD_DIMS
+        ]
         hint = f"e.g. model.tiny.num_heads={fits[-1]}" if fits else "change model.tiny.hidden_size"
         _require(
             head_dim in CPU_HEAD_DIMS,
@@ -714,7 +749,8 @@ class Config:
             _require(
                 self.validation_split in held_out.splits,
                 "eval.split",
-                f"{self.validation_split!r} is not a held-out split of {self.env.id}; choose one of {list(held_out.splits)}",
+                f"{self.validation_split!r} is not a held-out split of {self.env.id}; choose one of "
+                f"{list(held_out.splits)}",
             )
         if isinstance(held_out, HeldOutDatasets):
             unknown = [d for d in self.validation_datasets if d not in held_out.known]
@@ -722,7 +758,8 @@ class Config:
         _require(
             evaluation.best_metric in self.validation_success_metrics(),
             "eval.best_metric",
-            f"{evaluation.best_metric!r} is not logged by this validation; choose one of {self.validation_success_metrics()}",
+            f"{evaluation.best_metric!r} is not logged by this validation; choose one of "
+            f"{self.validation_success_metrics()}",
         )
 
     @property
@@ -868,7 +905,10 @@ def with_env_defaults(data: dict[str, Any]) -> dict[str, Any]:
         return data
     merged = _plain(data)
     for section_name, defaults in (
-        ("rollout", {"max_turns": spec.max_turns, "temperature": spec.temperature, "max_new_tokens": spec.max_new_tokens}),
+        (
+            "rollout",
+            {"max_turns": spec.max_turns, "temperature": spec.temperature, "max_new_tokens": spec.max_new_tokens},
+        ),
         ("eval", {"temperature": spec.eval_temperature}),
     ):
         target = merged.setdefault(section_name, {})
@@ -941,9 +981,10 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         hint = get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             lines += describe(hint, f"{key}.")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        # Every config field has a default or a default factory (the sections).
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         lines.append(f"{key} ({default!r}): {f.metadata.get('help', '')}")
     return lines

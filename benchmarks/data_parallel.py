@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = {"1 rank": [sys.executable, "-m", "agentpo"],
-         "2 ranks": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "agentpo"]}
+CASES = {
+    "1 rank": [sys.executable, "-m", "agentpo"],
+    "2 ranks": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "agentpo"],
+}
 
 
 def run_case(launcher: list[str], steps: int, run_dir: Path) -> dict[str, float]:
@@ -34,7 +36,8 @@ def run_case(launcher: list[str], steps: int, run_dir: Path) -> dict[str, float]
                  f"run_dir={run_dir}"]
     command = [*launcher, "train", "--config", str(REPO / "configs" / "quickstart.yaml"), *overrides]
     started = time.perf_counter()
-    done = subprocess.run(command, check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -61,7 +64,8 @@ def main() -> None:
     median = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for name, rows in results.items()}
     for name in names:
         print(f"| {name} | {median[name]['it_per_s']:.2f} | {median[name]['wall_s']:.1f} |")
-    print(f"\nspeed-up (iterations/s, 2 ranks / 1 rank): {median['2 ranks']['it_per_s'] / median['1 rank']['it_per_s']:.2f}x")
+    print("\nspeed-up (iterations/s, 2 ranks / 1 rank): "
+          f"{median['2 ranks']['it_per_s'] / median['1 rank']['it_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ envs in workers.
 from __future__ import annotations
 
 import collections
-import multiprocessing
+import contextlib
 import math
+import multiprocessing
 import multiprocessing.connection
 import numbers
 import os
@@ -181,10 +182,8 @@ def _worker_main(
 
 def _replace_env(env: gym.Env, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any]) -> gym.Env:
     """A fresh env for a slot whose env raised (its state can no longer be trusted)."""
-    try:
+    with contextlib.suppress(Exception):  # the broken env may fail to close too; the fresh one replaces it
         env.close()
-    except Exception:  # the broken env may fail to close too; the fresh one replaces it either way
-        pass
     return _make(spec, env_kwargs)
 
 
@@ -244,7 +243,10 @@ class SlotPool(ABC):
         return cast(ResetResults, self.collect(requests))
 
     def step(self, actions: dict[int, str]) -> StepResults:
-        """Step the named slots, each with its action; returns ``slot -> (obs, reward, terminated, truncated, info)``."""
+        """Step the named slots, each with its action.
+
+        Returns ``slot -> (obs, reward, terminated, truncated, info)``.
+        """
         self.send_step(actions)
         return cast(StepResults, self.collect(actions))
 
@@ -316,7 +318,10 @@ class SlotPool(ABC):
 
     @abstractmethod
     def _receive(self, limit: float | None = None) -> None:
-        """Wait for the next answer of a busy worker (or a deadline, or ``limit`` s) and file what arrived in ``_finished``."""
+        """Wait for the next answer of a busy worker (or a deadline, or ``limit`` s).
+
+        What arrived is filed in ``_finished``.
+        """
 
 
 class EnvPool(SlotPool):
@@ -385,10 +390,8 @@ class EnvPool(SlotPool):
         for env in self._local.values():
             env.close()
         for worker in self._workers:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 worker.conn.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
         for worker in self._workers:
             worker.process.join(timeout=5)
             if worker.process.is_alive():
@@ -438,7 +441,8 @@ class EnvPool(SlotPool):
         timeout = max(0.0, min(worker.deadline for worker in busy.values()) - now)
         if limit is not None:
             timeout = min(timeout, limit)
-        for conn in multiprocessing.connection.wait(list(busy), timeout=timeout):
+        for ready in multiprocessing.connection.wait(list(busy), timeout=timeout):
+            conn = cast(multiprocessing.connection.Connection, ready)  # wait() hands back what it was given
             worker = busy[conn]
             try:
                 slot, ok, payload = conn.recv()
@@ -492,6 +496,8 @@ class EnvPool(SlotPool):
         try:
             status, detail = worker.conn.recv()
         except EOFError:
-            raise RuntimeError(f"env worker for slots {worker.slots} died while starting: {self._death_note(worker)}") from None
+            raise RuntimeError(
+                f"env worker for slots {worker.slots} died while starting: {self._death_note(worker)}"
+            ) from None
         if status != "ready":
             raise RuntimeError(f"env worker for slots {worker.slots} could not build {self._spec.id!r}: {detail}")

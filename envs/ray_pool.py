@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import agentpo.envs  # noqa: F401  (registers the built-in ids before their specs are looked up)
 import gymnasium as gym
+
+import agentpo.envs  # noqa: F401  (registers the built-in ids before their specs are looked up)
 from agentpo.envs.pool import (
     _FAILED,
     _THREAD_VARIABLES,
@@ -52,7 +53,11 @@ class EnvActor:
     """The body of one Ray actor: the envs of its slots (wrapped by ``ray.remote`` when a pool starts)."""
 
     def __init__(
-        self, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any], slots: list[int], max_observation_chars: int
+        self,
+        spec: gym.envs.registration.EnvSpec,
+        env_kwargs: dict[str, Any],
+        slots: list[int],
+        max_observation_chars: int,
     ):
         for name in _THREAD_VARIABLES:
             os.environ[name] = "1"

@@ -51,7 +51,10 @@ def load_run_config(args: argparse.Namespace, command: str) -> Any:
         if not config_path:
             config_path = str(Path(args.resume) / "config.yaml")
             if not Path(config_path).is_file():
-                print(f"agentpo {command}: --resume {args.resume}: no config.yaml there (not a run folder)", file=sys.stderr)
+                print(
+                    f"agentpo {command}: --resume {args.resume}: no config.yaml there (not a run folder)",
+                    file=sys.stderr,
+                )
                 return 2
         overrides.append(f"run_dir={args.resume}")
     # a ConfigError is reported by agentpo.cli
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer steps")
+        print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer "
+              "steps")
         return 0
 
     from agentpo.training.run_folder import check_run_folder

@@ -28,7 +28,7 @@ import pickle
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def rng_states() -> dict[str, Any]:
     """Every global random state the training loop draws from (tensors and plain containers only)."""
-    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    name, key, pos, has_gauss, cached_gaussian = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "python": random.getstate(),
         # numpy's key is an ndarray, which torch's weights-only loader refuses: store it as a tensor.
@@ -171,7 +171,8 @@ def _fresh_tmp(final: Path) -> Path:
     return tmp
 
 
-def _save_model(folder: Path, model: torch.nn.Module, tokenizer: Any) -> None:
+def _save_model(folder: Path, model: Any, tokenizer: Any) -> None:
+    """``save_pretrained`` of a transformers model or a peft model (its adapter), and the tokenizer."""
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import psutil
 import pytest
+
 from agentpo.envs import register_text_env
 from agentpo.envs.core import TextEnv
 from agentpo.envs.pool import EnvPool
@@ -33,9 +34,11 @@ class FaultyEnv(TextEnv):
             time.sleep(3600)
         if action == "raise":
             raise RuntimeError("asked to raise")
+        started = time.time()
         if action.startswith("sleep "):
             time.sleep(float(action.split()[1]))
         info = self.make_info(won=action == "win", task_id="", task_type="faulty", pid=os.getpid())
+        info["span"] = (started, time.time())
         return f"echo {action}", float(action == "win"), action == "win", False, info
 
 
@@ -84,9 +87,8 @@ def test_in_process_pool_answers_per_slot_and_isolates_a_raising_env():
 
 
 def test_bad_slots_and_configuration_are_refused():
-    with EnvPool(FAULTY, 2) as pool:
-        with pytest.raises(ValueError, match=r"slots \[2\] do not exist"):
-            pool.step({2: "look"})
+    with EnvPool(FAULTY, 2) as pool, pytest.raises(ValueError, match=r"slots \[2\] do not exist"):
+        pool.step({2: "look"})
     with pytest.raises(RuntimeError, match="is closed"):
         pool.step({0: "look"})
     with pytest.raises(gym.error.Error):
@@ -103,11 +105,11 @@ def test_workers_step_in_parallel_round_robin(Pool):
         first = pool.reset({slot: (slot, None) for slot in range(4)})
         pids = pool.worker_pids()
         assert [first[slot][1]["pid"] for slot in range(4)] == [pids[0], pids[1], pids[0], pids[1]]
-        start = time.monotonic()
         out = pool.step({0: "sleep 1.5", 1: "sleep 1.5"})
-        elapsed = time.monotonic() - start
         assert [out[slot][0] for slot in (0, 1)] == ["echo sleep 1.5"] * 2
-        assert elapsed < 2.6, f"two workers took {elapsed:.2f} s for two 1.5 s steps: not parallel"
+        # Each worker reports when its step ran: in parallel the two spans overlap (load does not change that).
+        spans = [out[slot][4]["span"] for slot in (0, 1)]
+        assert max(start for start, _ in spans) < min(end for _, end in spans), f"steps ran one after another: {spans}"
 
 
 def test_a_dying_worker_fails_only_its_slots_and_is_replaced(Pool):
@@ -134,7 +136,7 @@ def test_a_hanging_worker_times_out_and_is_replaced(Pool):
         pool.reset({0: (0, None), 1: (1, None)})
         start = time.monotonic()
         out = pool.step({0: "hang", 1: "look"})
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 60  # a ceiling far above the 1 s timeout, far below the 3600 s hang
         assert "ran past 1 s" in out[0][4]["env_error"] and out[0][3] is True
         assert out[1][0] == "echo look"
         assert pool.restarts == 1
@@ -156,11 +158,9 @@ def test_send_and_collect_return_each_slot_as_it_finishes(Pool):
             slot: (f"start {slot}", {"won": False, "task_id": str(slot), "task_type": "faulty", "pid": pid})
             for slot, pid in enumerate(pool.worker_pids())
         }
-        start = time.monotonic()
         pool.send_step({0: "sleep 1.5", 1: "look"})
         first = pool.collect()
-        assert list(first) == [1] and first[1][0] == "echo look"
-        assert time.monotonic() - start < 1.0, "collect() waited for the slow slot"
+        assert list(first) == [1] and first[1][0] == "echo look", "collect() waited for the slow slot"
         # Slot 1 steps again while slot 0 is still asleep; the blocking step leaves slot 0 in flight.
         assert pool.step({1: "win"})[1][:3] == ("echo win", 1.0, True)
         with pytest.raises(ValueError, match=r"slots \[0\] still have a call in flight"):
@@ -222,9 +222,15 @@ def test_in_process_pool_supports_send_and_collect():
 
 @pytest.mark.alfworld
 def test_alfworld_pool_plays_expert_plans_to_wins(alfworld_data_dir, tmp_path):
-    kwargs = {"split": "valid_unseen", "data_dir": str(alfworld_data_dir), "task_types": ["look"], "cache_dir": str(tmp_path)}
+    kwargs = {
+        "split": "valid_unseen",
+        "data_dir": str(alfworld_data_dir),
+        "task_types": ["look"],
+        "cache_dir": str(tmp_path),
+    }
     with EnvPool("agentpo/ALFWorld-v0", 2, env_kwargs=kwargs, num_workers=2) as pool:
-        infos = {slot: info for slot, (_, info) in pool.reset({0: (0, {"game_index": 0}), 1: (0, {"game_index": 1})}).items()}
+        resets = pool.reset({0: (0, {"game_index": 0}), 1: (0, {"game_index": 1})})
+        infos = {slot: info for slot, (_, info) in resets.items()}
         won = {}
         while len(won) < 2:
             out = pool.step({slot: info["expert_plan"][0] for slot, info in infos.items() if slot not in won})
