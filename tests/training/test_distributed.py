@@ -3,7 +3,8 @@
 One iteration on 2 ranks must give the weights and metrics of one process trained on the union of
 the ranks' episodes (3 tasks: 2 on rank 0, 1 on rank 1, so token counts differ per rank), with
 micro-batching, unit and token normalisers and the reference KL. A 2-rank run must resume exactly,
-and a checkpoint refuses another world size.
+and a checkpoint refuses another world size. Validation on 2 ranks plays each game once, on one rank,
+and reports the single process's metrics on every rank.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def merge(*dicts: dict) -> dict:
 
 
 def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
-    spec = tmp_path / "jobs.json"
+    spec = tmp_path / f"jobs_{ranks}.json"
     spec.write_text(json.dumps(jobs))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", str(WORKER), str(spec)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
@@ -130,3 +131,33 @@ def test_two_ranks_checkpoint_and_resume_exactly_and_refuse_another_world_size(t
 
     with pytest.raises(ValueError, match=r"written by 2 rank\(s\) and this job has 1"):
         run_training(tiny_config(cut, train={"steps": 4, "checkpoint_every": 1, "micro_batch_episodes": 2}), resume=True)
+
+
+# ~25 s (~60 s on a loaded box): a torchrun launch of 1 process and one of 2 ranks, each validating twice
+def test_two_ranks_split_the_validation_and_report_the_single_process_metrics(tmp_path: Path) -> None:
+    # 5 held-out tasks x 2 seeds: rank 0 plays tasks 0-2, rank 1 tasks 3-4, each under both seeds.
+    sections = {"eval": {"tasks": 5, "seeds": 2}}
+
+    def job(name: str) -> dict:
+        return {"kind": "validate", "config": {**sections, "run_dir": str(tmp_path / name)}, "out": str(tmp_path / name)}
+
+    torchrun(tmp_path, [job("single")], ranks=1)
+    torchrun(tmp_path, [job("ranks")], ranks=2)
+    single = json.loads((tmp_path / "single.rank_0.json").read_text())
+    ranks = [json.loads((tmp_path / f"ranks.rank_{r}.json").read_text()) for r in range(2)]
+
+    tasks = [f"seed {s}" for s in range(1_000_000, 1_000_005)]
+    assert sorted(map(tuple, single["played"])) == sorted((task, seed) for task in tasks for seed in (0, 1))
+    for rank, share in enumerate((tasks[:3], tasks[3:])):
+        assert sorted(map(tuple, ranks[rank]["played"])) == sorted((task, seed) for task in share for seed in (0, 1))
+    # Greedy validation: every game's model turns are the single process's, token for token.
+    assert sorted(ranks[0]["responses"] + ranks[1]["responses"]) == sorted(single["responses"])
+    random = single["random"]
+    assert 0 < random["val/success_rate"] < 1, "the random policy must win some games and lose others"
+    for rank in ranks:
+        assert rank["model"] == single["model"]
+        assert rank["random"] == pytest.approx(random, rel=1e-12)
+    for step in ("step_000000", "step_000001"):
+        games = (tmp_path / "ranks" / "eval" / step / "games.jsonl").read_text().splitlines()
+        single_games = (tmp_path / "single" / "eval" / step / "games.jsonl").read_text().splitlines()
+        assert sorted(games) == sorted(single_games)
