@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -43,7 +43,13 @@ from agentpo.rollout.engines.base import Engine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.training.distributed import DataParallel
 
+if TYPE_CHECKING:
+    from agentpo.evaluation.math import MathEvalResult, MathEvalSettings
+
 EVAL_DIR = "eval"
+
+#: Math problems per solver call, each batch seeded from its first problem: the unit split across ranks.
+MATH_BATCH = 8
 
 #: ``progress(done, total)`` after every finished task (game, or batch of problems).
 Progress = Callable[[int, int], None]
@@ -80,8 +86,8 @@ def build_validation(
             and the ``eval.temperature`` sampling.
         progress: told ``(done, total)`` as held-out tasks finish.
         dp: the data-parallel ranks: games and seeds are split across them (:class:`EpisodeValidation`)
-            and every rank returns the metrics of all of them; math is played whole on every rank.
-            Rank 0 alone writes the records.
+            (math: its batches of problems) and every rank returns the metrics of all of them; rank 0
+            alone writes the records.
     """
     dp = dp or DataParallel()
     settings = replace(rollout, group_size=1, sampling=replace(rollout.sampling, temperature=config.eval.temperature))
@@ -191,7 +197,12 @@ class EpisodeValidation:
 
 
 class MathValidation:
-    """Math: ``eval.n`` samples per problem on each of ``eval.datasets`` (first ``eval.tasks`` problems)."""
+    """Math: ``eval.n`` samples per problem on each of ``eval.datasets`` (first ``eval.tasks`` problems).
+
+    On N ranks each solves a contiguous block of every benchmark's batches of :data:`MATH_BATCH`
+    problems; a batch is seeded from its first problem, so the gathered verdicts and the scores are the
+    single process's, sampled or greedy.
+    """
 
     def __init__(
         self,
@@ -233,15 +244,61 @@ class MathValidation:
             if self.progress is not None:
                 self.progress(done, 0)
 
-        result = evaluate_math(
-            self.solver,
-            settings,
-            self.grader,
-            data_dir=self.config.env.kwargs.get("data_dir"),
-            out_dir=_fresh_dir(self.config, step, self.dp),
-            on_batch=graded,
+        out_dir = _fresh_dir(self.config, step, self.dp)
+        data_dir = self.config.env.kwargs.get("data_dir")
+        if not self.dp.enabled:
+            result = evaluate_math(
+                self.solver,
+                settings,
+                self.grader,
+                data_dir=data_dir,
+                batch_size=MATH_BATCH,
+                out_dir=out_dir,
+                on_batch=graded,
+            )
+            return result.summary()
+        return self._split(settings, data_dir, out_dir, graded).summary()
+
+    def _split(
+        self, settings: MathEvalSettings, data_dir: str | None, out_dir: Path | None, graded: Callable[[int], None]
+    ) -> MathEvalResult:
+        """The evaluation over N ranks: each solves a contiguous block of each benchmark's batches.
+
+        A batch's sampling seed comes from its first problem, so the samples are the single process's.
+        """
+        from agentpo.envs.math_data import load_problems
+        from agentpo.evaluation.math import (
+            SAMPLES_FILE,
+            SETTINGS_FILE,
+            MathEvalResult,
+            default_ks,
+            evaluate_benchmark,
+            score_benchmark,
         )
-        return result.summary()
+
+        scores, records = [], []
+        for dataset in settings.datasets:
+            problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
+            batches = [problems[i : i + MATH_BATCH] for i in range(0, len(problems), MATH_BATCH)]
+            mine = [problem for batch in self.dp.share(batches) for problem in batch]
+            verdicts = []
+            if mine:  # a rank may have no batch of a short benchmark
+                _, verdicts = evaluate_benchmark(
+                    self.solver,
+                    mine,
+                    self.grader,
+                    n=settings.n,
+                    seed=settings.seed,
+                    batch_size=MATH_BATCH,
+                    on_batch=graded,
+                )
+            verdicts = self.dp.gather(verdicts)  # in rank order: the single process's order
+            scores.append(score_benchmark(dataset, verdicts, settings.n, default_ks(settings.n)))
+            records.extend(asdict(v) for v in verdicts)
+        if out_dir is not None:
+            check_same_settings(out_dir / SETTINGS_FILE, settings.to_json())
+            JsonLinesLog(out_dir / SAMPLES_FILE).append(records)
+        return MathEvalResult(settings=settings, scores=tuple(scores))
 
     def close(self) -> None:
         self.grader.close()

@@ -8,6 +8,8 @@
 * ``{"kind": "train", "config": {...}, "resume": bool}``: a whole run (or its resumption).
 * ``{"kind": "validate", "config": {...}, "out": PREFIX}``: :func:`validate_twice` on the initial policy;
   each rank writes its record to ``PREFIX.rank_R.json``.
+* ``{"kind": "validate_math", "config": {...}, "out": PREFIX}``: a math validation of the initial
+  policy; each rank writes its metrics and the questions it solved to ``PREFIX.rank_R.json``.
 
 ``config`` holds :func:`runs.tiny_config` sections plus ``run_dir``.
 """
@@ -32,7 +34,7 @@ from agentpo.training.trainer import Trainer
 def stored_rollout(trainer: Trainer, episodes_file: str):
     """A stand-in for ``RolloutManager.collect`` that hands back the stored episodes of the tasks asked for."""
     with open(episodes_file, "rb") as f:
-        episodes = pickle.load(f)
+        episodes = pickle.load(f)  # noqa: S301 - the test's own file, written moments before
     batch_tasks = trainer.config.train.batch_tasks
 
     def collect(task_seeds: list[int], **_: object) -> list:
@@ -99,6 +101,24 @@ def run_validation(job: dict) -> None:
         trainer.close()
 
 
+def run_math_validation(job: dict) -> None:
+    config = job["config"]
+    trainer = Trainer(tiny_config(Path(config.pop("run_dir")), **config))
+    try:
+        solver = trainer.validation.solver
+        solve, solved = solver.solve, []
+
+        def spy(questions: list[str], n: int, seed: int) -> list[list[str]]:
+            solved.extend(questions)
+            return solve(questions, n, seed)
+
+        solver.solve = spy
+        record = {"metrics": trainer.validate(0), "solved": solved}
+        Path(f"{job['out']}.rank_{trainer.dp.rank}.json").write_text(json.dumps(record))
+    finally:
+        trainer.close()
+
+
 def main() -> None:
     jobs = json.loads(Path(sys.argv[1]).read_text())
     for job in jobs:
@@ -106,6 +126,8 @@ def main() -> None:
             run_update(job)
         elif job["kind"] == "validate":
             run_validation(job)
+        elif job["kind"] == "validate_math":
+            run_math_validation(job)
         else:
             config = job["config"]
             run_training(tiny_config(Path(config.pop("run_dir")), **config), resume=job["resume"])
