@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -270,18 +270,21 @@ class MathValidation:
         from agentpo.evaluation.math import (
             SAMPLES_FILE,
             SETTINGS_FILE,
+            BenchmarkScore,
             MathEvalResult,
+            SampleVerdict,
             default_ks,
             evaluate_benchmark,
             score_benchmark,
         )
 
-        scores, records = [], []
+        scores: list[BenchmarkScore] = []
+        records: list[dict[str, Any]] = []
         for dataset in settings.datasets:
             problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
             batches = [problems[i : i + MATH_BATCH] for i in range(0, len(problems), MATH_BATCH)]
             mine = [problem for batch in self.dp.share(batches) for problem in batch]
-            verdicts = []
+            verdicts: list[SampleVerdict] = []
             if mine:  # a rank may have no batch of a short benchmark
                 _, verdicts = evaluate_benchmark(
                     self.solver,
