@@ -16,9 +16,10 @@ per-sample records are kept in ``RUN_DIR/eval/step_NNNNNN/`` for inspection.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -26,17 +27,29 @@ from agentpo.config import Config
 from agentpo.envs.backends import make_env_pool
 from agentpo.envs.pool import EnvPool
 from agentpo.envs.spec import HeldOutDatasets
+from agentpo.evaluation.log import check_same_settings
+from agentpo.evaluation.results import sort_results
 from agentpo.evaluation.runner import (
+    GAMES_FILE,
+    SETTINGS_FILE,
+    EvalResult,
     EvalSettings,
     evaluate_policy,
     held_out_tasks,
     split_label,
 )
+from agentpo.files import JsonLinesLog
 from agentpo.rollout.engines.base import Engine
 from agentpo.rollout.manager import RolloutManager, RolloutSettings
 from agentpo.training.distributed import DataParallel
 
+if TYPE_CHECKING:
+    from agentpo.evaluation.math import MathEvalResult, MathEvalSettings
+
 EVAL_DIR = "eval"
+
+#: Math problems per solver call, each batch seeded from its first problem: the unit split across ranks.
+MATH_BATCH = 8
 
 #: ``progress(done, total)`` after every finished task (game, or batch of problems).
 Progress = Callable[[int, int], None]
@@ -72,8 +85,9 @@ def build_validation(
         rollout: the training rollout settings; validation keeps them but for one attempt per task
             and the ``eval.temperature`` sampling.
         progress: told ``(done, total)`` as held-out tasks finish.
-        dp: the data-parallel ranks: each plays the whole validation (the same seeded samples, so the
-            same numbers on every rank) and rank 0 alone writes the records.
+        dp: the data-parallel ranks: games and seeds are split across them (:class:`EpisodeValidation`)
+            (math: its batches of problems) and every rank returns the metrics of all of them; rank 0
+            alone writes the records.
     """
     dp = dp or DataParallel()
     settings = replace(rollout, group_size=1, sampling=replace(rollout.sampling, temperature=config.eval.temperature))
@@ -96,7 +110,16 @@ def _fresh_dir(config: Config, step: int, dp: DataParallel) -> Path | None:
 
 
 class EpisodeValidation:
-    """Held-out task seeds or games (``eval.tasks`` of them, all with -1) under ``eval.seeds`` seeds."""
+    """Held-out task seeds or games (``eval.tasks`` of them, all with -1) under ``eval.seeds`` seeds.
+
+    On N ranks each plays every seed of its contiguous block of the tasks (:meth:`DataParallel.share`);
+    the results are gathered, so every rank returns the metrics of the whole validation (and takes the
+    same best-checkpoint decision) and rank 0 writes every game's record. A game's sampling seed comes
+    from its chunk's first (seed, game) (:class:`~agentpo.evaluation.policies.ModelAgent`), never from a
+    rank: greedy validation (``eval.temperature=0``) gives the single process's numbers; sampled
+    validation draws from each rank's own chunks, so its numbers are an equally valid draw, not the
+    same one.
+    """
 
     def __init__(
         self,
@@ -138,7 +161,8 @@ class EpisodeValidation:
 
     def __call__(self, step: int) -> dict[str, float]:
         settings = replace(self.settings, model=f"{self.config.run_dir} step {step}")
-        total, done = len(self.tasks) * len(settings.seeds), 0
+        tasks = self.dp.share(self.tasks)  # all of them on one process
+        total, done = len(tasks) * len(settings.seeds), 0
 
         def finished(_: object) -> None:
             nonlocal done
@@ -146,14 +170,25 @@ class EpisodeValidation:
             if self.progress is not None:
                 self.progress(done, total)
 
-        result = evaluate_policy(
-            self.agent,
-            self.tasks,
-            settings,
-            task_types=self.config.env_spec.task_types,
-            out_dir=_fresh_dir(self.config, step, self.dp),
-            on_result=finished,
+        task_types = self.config.env_spec.task_types
+        out_dir = _fresh_dir(self.config, step, self.dp)
+        if not self.dp.enabled:
+            result = evaluate_policy(
+                self.agent, self.tasks, settings, task_types=task_types, out_dir=out_dir, on_result=finished
+            )
+            return result.summary()
+        # Each rank plays every seed of its block of tasks; the union of the results is the validation.
+        mine = evaluate_policy(self.agent, tasks, settings, task_types=task_types, on_result=finished)
+        result = EvalResult(
+            settings=settings,
+            games=tuple(task.key for task in self.tasks),
+            results=tuple(sort_results(self.dp.gather(list(mine.results)))),
+            task_types=tuple(task_types),
         )
+        if out_dir is not None:
+            # The files evaluate_policy keeps, so the folder reads the same as a single process's.
+            check_same_settings(out_dir / SETTINGS_FILE, settings.to_json())
+            JsonLinesLog(out_dir / GAMES_FILE).append([r.to_json() for r in result.results])
         return result.summary()
 
     def close(self) -> None:
@@ -162,7 +197,12 @@ class EpisodeValidation:
 
 
 class MathValidation:
-    """Math: ``eval.n`` samples per problem on each of ``eval.datasets`` (first ``eval.tasks`` problems)."""
+    """Math: ``eval.n`` samples per problem on each of ``eval.datasets`` (first ``eval.tasks`` problems).
+
+    On N ranks each solves a contiguous block of every benchmark's batches of :data:`MATH_BATCH`
+    problems; a batch is seeded from its first problem, so the gathered verdicts and the scores are the
+    single process's, sampled or greedy.
+    """
 
     def __init__(
         self,
@@ -204,15 +244,64 @@ class MathValidation:
             if self.progress is not None:
                 self.progress(done, 0)
 
-        result = evaluate_math(
-            self.solver,
-            settings,
-            self.grader,
-            data_dir=self.config.env.kwargs.get("data_dir"),
-            out_dir=_fresh_dir(self.config, step, self.dp),
-            on_batch=graded,
+        out_dir = _fresh_dir(self.config, step, self.dp)
+        data_dir = self.config.env.kwargs.get("data_dir")
+        if not self.dp.enabled:
+            result = evaluate_math(
+                self.solver,
+                settings,
+                self.grader,
+                data_dir=data_dir,
+                batch_size=MATH_BATCH,
+                out_dir=out_dir,
+                on_batch=graded,
+            )
+            return result.summary()
+        return self._split(settings, data_dir, out_dir, graded).summary()
+
+    def _split(
+        self, settings: MathEvalSettings, data_dir: str | None, out_dir: Path | None, graded: Callable[[int], None]
+    ) -> MathEvalResult:
+        """The evaluation over N ranks: each solves a contiguous block of each benchmark's batches.
+
+        A batch's sampling seed comes from its first problem, so the samples are the single process's.
+        """
+        from agentpo.envs.math_data import load_problems
+        from agentpo.evaluation.math import (
+            SAMPLES_FILE,
+            SETTINGS_FILE,
+            BenchmarkScore,
+            MathEvalResult,
+            SampleVerdict,
+            default_ks,
+            evaluate_benchmark,
+            score_benchmark,
         )
-        return result.summary()
+
+        scores: list[BenchmarkScore] = []
+        records: list[dict[str, Any]] = []
+        for dataset in settings.datasets:
+            problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
+            batches = [problems[i : i + MATH_BATCH] for i in range(0, len(problems), MATH_BATCH)]
+            mine = [problem for batch in self.dp.share(batches) for problem in batch]
+            verdicts: list[SampleVerdict] = []
+            if mine:  # a rank may have no batch of a short benchmark
+                _, verdicts = evaluate_benchmark(
+                    self.solver,
+                    mine,
+                    self.grader,
+                    n=settings.n,
+                    seed=settings.seed,
+                    batch_size=MATH_BATCH,
+                    on_batch=graded,
+                )
+            verdicts = self.dp.gather(verdicts)  # in rank order: the single process's order
+            scores.append(score_benchmark(dataset, verdicts, settings.n, default_ks(settings.n)))
+            records.extend(asdict(v) for v in verdicts)
+        if out_dir is not None:
+            check_same_settings(out_dir / SETTINGS_FILE, settings.to_json())
+            JsonLinesLog(out_dir / SAMPLES_FILE).append(records)
+        return MathEvalResult(settings=settings, scores=tuple(scores))
 
     def close(self) -> None:
         self.grader.close()

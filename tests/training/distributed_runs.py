@@ -6,6 +6,10 @@
   rollout is replaced by the stored episodes of the rank's share of the tasks; rank 0 writes the
   gathered weights and the iteration's metrics to ``out`` (``torch.save``).
 * ``{"kind": "train", "config": {...}, "resume": bool}``: a whole run (or its resumption).
+* ``{"kind": "validate", "config": {...}, "out": PREFIX}``: :func:`validate_twice` on the initial policy;
+  each rank writes its record to ``PREFIX.rank_R.json``.
+* ``{"kind": "validate_math", "config": {...}, "out": PREFIX}``: a math validation of the initial
+  policy; each rank writes its metrics and the questions it solved to ``PREFIX.rank_R.json``.
 
 ``config`` holds :func:`runs.tiny_config` sections plus ``run_dir``.
 """
@@ -30,7 +34,7 @@ from agentpo.training.trainer import Trainer
 def stored_rollout(trainer: Trainer, episodes_file: str):
     """A stand-in for ``RolloutManager.collect`` that hands back the stored episodes of the tasks asked for."""
     with open(episodes_file, "rb") as f:
-        episodes = pickle.load(f)
+        episodes = pickle.load(f)  # noqa: S301 - the test's own file, written moments before
     batch_tasks = trainer.config.train.batch_tasks
 
     def collect(task_seeds: list[int], **_: object) -> list:
@@ -55,11 +59,75 @@ def run_update(job: dict) -> None:
         trainer.close()
 
 
+def validate_twice(trainer: Trainer) -> dict:
+    """Validate the initial policy with the model (step 0), then with the random policy (step 1).
+
+    Returns each validation's metrics, the (game, seed) runs this process played and the response
+    tokens of every model turn, by reset seed. The random policy plays the same share through the
+    same validation; it is there because the untrained model loses every game, which would leave
+    the metrics nothing to differ in.
+    """
+    from agentpo.evaluation.policies import PoolAgent, RandomPolicy
+
+    validation = trainer.validation
+    played: list[list] = []
+    responses: list[list] = []
+    model_agent = validation.agent
+    play, collect = model_agent.play, model_agent.manager.collect
+
+    def spy_play(runs: list) -> object:
+        played.extend([run.game, run.seed] for run in runs)
+        return play(runs)
+
+    def spy_collect(task_seeds: list[int], *args: object, **kwargs: object) -> list:
+        episodes = collect(task_seeds, *args, **kwargs)
+        responses.extend([e.task_seed, [t.response_ids for t in e.turns]] for e in episodes)
+        return episodes
+
+    model_agent.play, model_agent.manager.collect = spy_play, spy_collect
+    model = trainer.validate(0)
+    validation.agent = PoolAgent(trainer.pool, RandomPolicy())
+    random = trainer.validate(1)
+    return {"model": model, "random": random, "played": played, "responses": responses}
+
+
+def run_validation(job: dict) -> None:
+    config = job["config"]
+    trainer = Trainer(tiny_config(Path(config.pop("run_dir")), **config))
+    try:
+        record = validate_twice(trainer)
+        Path(f"{job['out']}.rank_{trainer.dp.rank}.json").write_text(json.dumps(record))
+    finally:
+        trainer.close()
+
+
+def run_math_validation(job: dict) -> None:
+    config = job["config"]
+    trainer = Trainer(tiny_config(Path(config.pop("run_dir")), **config))
+    try:
+        solver = trainer.validation.solver
+        solve, solved = solver.solve, []
+
+        def spy(questions: list[str], n: int, seed: int) -> list[list[str]]:
+            solved.extend(questions)
+            return solve(questions, n, seed)
+
+        solver.solve = spy
+        record = {"metrics": trainer.validate(0), "solved": solved}
+        Path(f"{job['out']}.rank_{trainer.dp.rank}.json").write_text(json.dumps(record))
+    finally:
+        trainer.close()
+
+
 def main() -> None:
     jobs = json.loads(Path(sys.argv[1]).read_text())
     for job in jobs:
         if job["kind"] == "update":
             run_update(job)
+        elif job["kind"] == "validate":
+            run_validation(job)
+        elif job["kind"] == "validate_math":
+            run_math_validation(job)
         else:
             config = job["config"]
             run_training(tiny_config(Path(config.pop("run_dir")), **config), resume=job["resume"])

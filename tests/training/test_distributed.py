@@ -3,7 +3,8 @@
 One iteration on 2 ranks must give the weights and metrics of one process trained on the union of
 the ranks' episodes (3 tasks: 2 on rank 0, 1 on rank 1, so token counts differ per rank), with
 micro-batching, unit and token normalisers and the reference KL. A 2-rank run must resume exactly,
-and a checkpoint refuses another world size.
+and a checkpoint refuses another world size. Validation on 2 ranks plays each game once, on one rank,
+and reports the single process's metrics on every rank.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from agentpo.models.tiny import build_tiny_model
 from agentpo.training.checkpoint import checkpoint_path
 from agentpo.training.trainer import Trainer
 
@@ -56,9 +58,10 @@ def merge(*dicts: dict) -> dict:
 
 
 def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
-    spec = tmp_path / "jobs.json"
+    spec = tmp_path / f"jobs_{ranks}.json"
     spec.write_text(json.dumps(jobs))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", str(WORKER), str(spec)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    command = [*launcher, str(WORKER), str(spec)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
@@ -129,4 +132,57 @@ def test_two_ranks_checkpoint_and_resume_exactly_and_refuse_another_world_size(t
     assert (checkpoint_path(cut, 3) / "optimizer").is_dir()
 
     with pytest.raises(ValueError, match=r"written by 2 rank\(s\) and this job has 1"):
-        run_training(tiny_config(cut, train={"steps": 4, "checkpoint_every": 1, "micro_batch_episodes": 2}), resume=True)
+        train = {"steps": 4, "checkpoint_every": 1, "micro_batch_episodes": 2}
+        run_training(tiny_config(cut, train=train), resume=True)
+
+
+def validation_runs(tmp_path: Path, kind: str, config: dict) -> tuple[dict, list[dict]]:
+    """Run a validation job on 1 process and on 2 ranks: the single process's record and each rank's."""
+    for ranks in (1, 2):
+        run = tmp_path / f"ranks_{ranks}"
+        torchrun(tmp_path, [{"kind": kind, "config": {**config, "run_dir": str(run)}, "out": str(run)}], ranks=ranks)
+    (single,), ranks = ([json.loads((tmp_path / f"ranks_{n}.rank_{r}.json").read_text()) for r in range(n)]
+                        for n in (1, 2))
+    return single, ranks
+
+
+# ~25 s (~60 s on a loaded box): a torchrun launch of 1 process and one of 2 ranks, each validating twice
+def test_two_ranks_split_the_validation_and_report_the_single_process_metrics(tmp_path: Path) -> None:
+    # 5 held-out tasks x 2 seeds: rank 0 plays tasks 0-2, rank 1 tasks 3-4, each under both seeds.
+    single, ranks = validation_runs(tmp_path, "validate", {"eval": {"tasks": 5, "seeds": 2}})
+    tasks = [f"seed {s}" for s in range(1_000_000, 1_000_005)]
+    assert sorted(map(tuple, single["played"])) == sorted((task, seed) for task in tasks for seed in (0, 1))
+    for rank, share in enumerate((tasks[:3], tasks[3:])):
+        assert sorted(map(tuple, ranks[rank]["played"])) == sorted((task, seed) for task in share for seed in (0, 1))
+    # Greedy validation: every game's model turns are the single process's, token for token.
+    assert sorted(ranks[0]["responses"] + ranks[1]["responses"]) == sorted(single["responses"])
+    random = single["random"]
+    assert 0 < random["val/success_rate"] < 1, "the random policy must win some games and lose others"
+    for rank in ranks:
+        assert rank["model"] == single["model"]
+        assert rank["random"] == pytest.approx(random, rel=1e-12)
+    for step in ("step_000000", "step_000001"):
+        games = (tmp_path / "ranks_2" / "eval" / step / "games.jsonl").read_text().splitlines()
+        single_games = (tmp_path / "ranks_1" / "eval" / step / "games.jsonl").read_text().splitlines()
+        assert sorted(games) == sorted(single_games)
+
+
+# ~25 s (~60 s on a loaded box): a torchrun launch of 1 process and one of 2 ranks, each validating once
+def test_two_ranks_split_the_math_validation_by_batches(tmp_path: Path, math_data_dir: Path) -> None:
+    # 17 problems in batches of 8: rank 0 solves the first two batches, rank 1 the last (one problem).
+    model = build_tiny_model(tmp_path / "tiny", ["the", "answer", "is", "1", "2", "3"], hidden_size=16, num_layers=1)
+    gsm8k = {"dataset": "gsm8k", "split": "train", "data_dir": str(math_data_dir)}
+    single, ranks = validation_runs(tmp_path, "validate_math", {
+        "model": {"source": "pretrained", "path": str(model)},
+        "env": {"id": "agentpo/Math-v0", "kwargs": gsm8k},
+        "rollout": {"group_size": 2, "max_turns": 1, "max_new_tokens": 4},
+        "train": {"batch_tasks": 2},
+        "eval": {"tasks": 17, "datasets": ["math500"], "n": 2, "temperature": 1.0, "best_metric": "val/math500/pass@2"},
+    })
+    assert len(single["solved"]) == 17
+    assert ranks[0]["solved"] == single["solved"][:16] and ranks[1]["solved"] == single["solved"][16:]
+    for rank in ranks:
+        assert rank["metrics"] == pytest.approx(single["metrics"], rel=1e-12)
+    # Sampled at temperature 1, yet every response is the single process's, in the same order.
+    samples = (tmp_path / "ranks_2" / "eval" / "step_000000" / "samples.jsonl").read_text()
+    assert samples == (tmp_path / "ranks_1" / "eval" / "step_000000" / "samples.jsonl").read_text()
