@@ -190,9 +190,11 @@ def best_model_dir(run_dir: str | Path) -> Path | None:
 
 
 def save_best(
-    run_dir: str | Path, step: int, *, metric: str, value: float, model: torch.nn.Module, tokenizer: Any
+    run_dir: str | Path, step: int, *, metric: str, value: float, model: Any, tokenizer: Any
 ) -> Path:
     """Keep the policy of ``step`` as the run's best (its ``metric`` scored ``value``); return its model folder.
+
+    ``model`` is anything with transformers' ``save_pretrained``.
 
     ``keep_checkpoints`` rotation never touches it; only a later, better policy replaces it.
     """

@@ -29,7 +29,7 @@ import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -224,7 +224,9 @@ class DataParallel:
             policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         layers = set(getattr(_base_model(model), "_no_split_modules", None) or ())
         if not layers:
-            raise ValueError(f"{type(model).__name__} names no _no_split_modules: cannot tell its decoder layers to shard")
+            raise ValueError(
+                f"{type(model).__name__} names no _no_split_modules: cannot tell its decoder layers to shard"
+            )
         for module in model.modules():
             if type(module).__name__ in layers:
                 fully_shard(module, mesh=mesh, mp_policy=policy)
@@ -258,7 +260,7 @@ class DataParallel:
         )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=to_cpu)
-        return get_model_state_dict(model, options=options)
+        return cast(dict[str, torch.Tensor], get_model_state_dict(model, options=options))
 
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
         """Clip the gradient of the trainable parameters to ``max_norm``; their norm before clipping."""
@@ -300,7 +302,7 @@ def _base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def idle_pass(model: torch.nn.Module, device: torch.device, *, backward: bool) -> None:
-    """A forward (and backward) that changes nothing, so this rank joins FSDP's collectives of a pass it has no data for.
+    """A forward (and backward) that changes nothing: this rank joins FSDP's collectives of a pass it has no data for.
 
     One token in, the output times zero out: the gradient it adds is exactly zero.
     """

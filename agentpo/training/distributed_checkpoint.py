@@ -156,8 +156,8 @@ def _save_model(folder: Path, dp: DataParallel, model: torch.nn.Module, tokenize
 class _Gathered:
     """A sharded model seen through its gathered state dict, for code that calls ``save_pretrained(folder)``."""
 
-    def __init__(self, model: torch.nn.Module, state: dict[str, torch.Tensor]):
-        self.model = model
+    def __init__(self, model: Any, state: dict[str, torch.Tensor]):
+        self.model = model  # a PreTrainedModel (or peft model) under FSDP
         self.state = state
 
     def save_pretrained(self, folder: Path, **kwargs: Any) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ from agentpo.training.rewards import step_rewards
 from agentpo.training.run_folder import prepare_run_folder
 from agentpo.training.validation import Validation, build_validation
 from agentpo.training.weight_sync import policy_state_dict
+
+if TYPE_CHECKING:
+    from agentpo.rollout.engines.vllm import VLLMEngine
 
 
 def reduce_metrics(records: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -130,7 +134,7 @@ class Trainer:
         if config.model.gradient_checkpointing:
             # transformers 5 renamed it; 4.x only has the old name.
             enable = getattr(self.model, "activation_checkpointing_enable", None)
-            (enable or self.model.gradient_checkpointing_enable)()
+            (enable or self.model.gradient_checkpointing_enable)()  # type: ignore[operator]  # a PreTrainedModel
         self.reference = load_reference(init_dir, device=self.device) if config.algorithm.kl_coef > 0 else None
         if self.dp.enabled and config.train.lora.rank > 0 and config.rollout.engine != "transformers":
             raise ValueError(
@@ -344,7 +348,8 @@ class Trainer:
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
         if self.separate_engine:
-            self.engine.sleep()  # its GPU memory is the trainer's until the new weights go in (step 6)
+            # Its GPU memory is the trainer's until the new weights go in (step 6).
+            cast("VLLMEngine", self.engine).sleep()
         token_weights = None
         with timed(metrics, "time/old_logprobs_s"):
             old_logprobs = batch.old_logprobs
@@ -368,9 +373,10 @@ class Trainer:
         with timed(metrics, "time/update_s"):
             for _ in range(config.train.epochs):
                 for minibatch in self.dp.split_episodes(len(episodes), config.train.minibatches, shuffle):
-                    updates.append(
-                        self._update(step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights)
+                    update = self._update(
+                        step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights
                     )
+                    updates.append(update)
         metrics.update(reduce_metrics(u for u in self.dp.merge_updates(updates) if u))
 
         # 6. Weights into the engine: the embedded one samples from self.model itself; vLLM gets a copy,
@@ -386,11 +392,11 @@ class Trainer:
             return self.dp.full_state_dict(self.model)
         return policy_state_dict(self.model)
 
-    def _step_metrics(self, metrics: dict[str, float], started: float, episodes: int) -> dict[str, float]:
+    def _step_metrics(self, metrics: dict[str, float], started: float, episodes: float) -> dict[str, float]:
         """``metrics`` with the step's time, generation throughput over its ``episodes`` and learning rate."""
         metrics["step_time_s"] = time.perf_counter() - started
         metrics["tokens_per_s"] = metrics["tokens_generated"] * episodes / metrics["step_time_s"]
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
         return metrics
 
     def _update(
@@ -436,12 +442,15 @@ class Trainer:
                 token_weights=token_weights,
             )
             with self._autocast():
-                logprobs, entropy = self._action_logprobs(
+                logprobs, maybe_entropy = self._action_logprobs(
                     self.model, mb.input_ids, mb.attention_mask, mb.action_mask, with_entropy=True,
                     entropy_grad=algorithm.entropy_coef > 0,
                 )
+                entropy = cast(Tensor, maybe_entropy)  # asked for with_entropy=True
             loss, loss_metrics = self.loss_fn(
-                PolicyLossInput(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments),
+                PolicyLossInput(
+                    logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, mb.segment_ids, mb.num_segments
+                ),
                 settings,
             )
             record = {k: float(v) for k, v in loss_metrics.items()}
@@ -537,7 +546,7 @@ class Trainer:
         if self.validation is not None:
             self.validation.close()
         if self.separate_engine:
-            self.engine.close()
+            cast("VLLMEngine", self.engine).close()
         self.pool.close()
         if self.logger is not None:
             self.logger.close()
