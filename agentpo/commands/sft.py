@@ -9,13 +9,13 @@ HELP = "supervised warm start on expert turns rendered as the RL prompts; writes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (see configs/*_sft.yaml); optional with --resume")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sft.epochs=2")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="start afresh in a run_dir that holds another run, deleting that run"
+    from agentpo.commands.train import add_run_arguments
+
+    add_run_arguments(
+        parser,
+        config_help="YAML config (see configs/*_sft.yaml); optional with --resume",
+        override_example="sft.epochs=2",
     )
-    parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
 
 
 def run(args: argparse.Namespace) -> int:

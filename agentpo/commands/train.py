@@ -26,14 +26,23 @@ EXAMPLES = """examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (see configs/); default: the run's with --resume, else defaults")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+    add_run_arguments(
+        parser,
+        config_help="YAML config (see configs/); default: the run's with --resume, else defaults",
+        override_example="optim.lr=1e-3",
+    )
+    parser.add_argument("--list-options", action="store_true", help="print every config key with its help and exit")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, config_help: str, override_example: str) -> None:
+    """The arguments of a command that makes a run folder (train, sft): config, overrides, resume."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted overrides, e.g. {override_example}")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument(
         "--overwrite", action="store_true", help="start afresh in a run_dir that holds another run, deleting that run"
     )
     parser.add_argument("--dry-run", action="store_true", help="validate the config, print it, build nothing")
-    parser.add_argument("--list-options", action="store_true", help="print every config key with its help and exit")
 
 
 def load_run_config(args: argparse.Namespace, command: str) -> Any:
