@@ -622,6 +622,11 @@ class SftConfig:
         "<think></think><action>{action}</action>",
         "the assistant text of an expert turn; {action} is the expert's action (the loss covers these tokens)",
     )
+    prompt_loss_weight: float = option(
+        0.0,
+        "weight of the mean NLL of the prompt tokens added to the response loss (0: response tokens only); "
+        "a small model learns from the prompts' repeats (admissible list, history) to copy names from its context",
+    )
     epochs: int = option(1, "passes over the turns")
     batch_turns: int = option(8, "turns (rows) per optimizer step")
     log_every: int = option(10, "optimizer steps between metric records")
@@ -631,6 +636,7 @@ class SftConfig:
         _require(self.data == "expert" or Path(self.data).is_file(), "data", f"no such file: {self.data!r}")
         _require(self.tasks == -1 or self.tasks >= 1, "tasks", f"must be >= 1 or -1 (all), got {self.tasks}")
         _require("{action}" in self.response, "response", "must contain {action}")
+        _require(self.prompt_loss_weight >= 0, "prompt_loss_weight", f"must be >= 0, got {self.prompt_loss_weight}")
         for name in ("epochs", "batch_turns", "log_every"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
 

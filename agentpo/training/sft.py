@@ -324,25 +324,32 @@ class SftTrainer:
         return self.save_final()
 
     def train_step(self, batch: list[SftRow]) -> dict[str, float]:
-        """One optimizer step on ``batch``: mean NLL of its response tokens."""
+        """One optimizer step on ``batch``: mean NLL of its response tokens (+ the weighted prompt NLL)."""
         metrics: dict[str, float] = {}
         started = time.perf_counter()
         ids, attention, loss_mask = (t.to(self.device) for t in collate_rows(batch, self.tokenizer.pad_token_id))
+        weight = self.config.sft.prompt_loss_weight
+        # Every real token after the first is predicted from the ones before it; the prompt's are those
+        # outside the response.
+        prompt_mask = attention.float() * (1 - loss_mask)
+        prompt_mask[:, 0] = 0
         with timed(metrics, "time/forward_backward_s"):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16):
                 logprobs, _ = token_logprobs(
                     self.model,
                     ids,
                     attention,
-                    from_column=first_action_column(loss_mask),
-                    targets=loss_mask,
-                    share_prefix=self.config.train.share_prefix,
+                    from_column=1 if weight else first_action_column(loss_mask),
+                    targets=loss_mask + prompt_mask if weight else loss_mask,
+                    share_prefix=self.config.train.share_prefix and not weight,
                     max_logits_bytes=self.config.train.max_logits_mb * 2**20,
                 )
             tokens = loss_mask.sum()
             loss = -(logprobs * loss_mask).sum() / tokens
+            prompt_loss = -(logprobs * prompt_mask).sum() / prompt_mask.sum().clamp_min(1)
+            total = loss + weight * prompt_loss if weight else loss
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
         max_norm = self.config.optim.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
         self.optimizer.step()
@@ -355,6 +362,8 @@ class SftTrainer:
             response_tokens=float(tokens),
             step_time_s=time.perf_counter() - started,
         )
+        if weight:
+            metrics["prompt_loss"] = float(prompt_loss.detach())
         return metrics
 
     def save_final(self) -> Path:

@@ -142,3 +142,32 @@ def test_sft_config_errors_name_the_key(tmp_path: Path) -> None:
         config_from_dict(_config(tmp_path, data=str(tmp_path / "missing.jsonl")))
     with pytest.raises(ConfigError, match=re.escape("sft.response: must contain")):
         config_from_dict(_config(tmp_path, response="go"))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_prompt_loss_weight_adds_the_mean_prompt_nll(tmp_path: Path, weight: float) -> None:
+    data = _config(tmp_path, prompt_loss_weight=weight)
+    data["optim"]["max_grad_norm"] = 0  # no clipping: the raw gradient is compared
+    trainer = SftTrainer(config_from_dict(data))
+    trainer.optimizer.step = lambda *args, **kwargs: None  # keep the weights: the gradient is what is compared
+    batch = trainer.rows[:3]
+    metrics = trainer.train_step(batch)
+    got = {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
+    trainer.close()
+
+    # By hand: log-softmax of the full logits, the next-token NLL averaged over response / prompt tokens.
+    ids, attention, loss_mask = collate_rows(batch, trainer.tokenizer.pad_token_id)
+    trainer.model.zero_grad()
+    logits = trainer.model(input_ids=ids, attention_mask=attention).logits.float()
+    logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    response = loss_mask[:, 1:]
+    prompt = attention[:, 1:].float() * (1 - response)
+    response_nll = -(logprobs * response).sum() / response.sum()
+    prompt_nll = -(logprobs * prompt).sum() / prompt.sum()
+    (response_nll + weight * prompt_nll).backward()
+    assert metrics["loss"] == pytest.approx(float(response_nll), rel=1e-5)
+    assert ("prompt_loss" in metrics) == (weight > 0)
+    if weight:
+        assert metrics["prompt_loss"] == pytest.approx(float(prompt_nll), rel=1e-5)
+    for name, p in trainer.model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6)
