@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
     import transformers
 
-    from agentpo.commands.train import resume_hint
+    from agentpo.commands.train import resume_hint, stop_on_sigterm
     from agentpo.training.sft import SftTrainer
 
     transformers.utils.logging.disable_progress_bar()
+    stop_on_sigterm()
     trainer = SftTrainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     try:
         print(f"{len(trainer.rows)} training rows, {trainer.total_steps} optimizer steps")

@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     # transformers draws a progress bar for every tiny save/load; the trainer has its own progress line.
     transformers.utils.logging.disable_progress_bar()
-    # SIGTERM (a scheduler, `kill`) stops the run like Ctrl-C, so the env workers are shut down too.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     try:
         summary = trainer.fit()
@@ -133,6 +132,11 @@ def resume_hint(run_dir: str | Path, command: str = "train") -> str:
         )
     step = int(checkpoint.name.rsplit("_", 1)[1])
     return f"Resume from the checkpoint of step {step} with: agentpo {command} --resume {run_dir}"
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (a scheduler, `kill`) stop a run like Ctrl-C: env workers shut down, a resume hint printed."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -102,9 +102,8 @@ def test_workers_exit_within_seconds_of_sigterm_to_their_pool_process() -> None:
         sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
         from reliability.test_bad_env_returns import BAD
         from agentpo.envs.pool import EnvPool
-        from agentpo.commands.train import _interrupt
-        import signal
-        signal.signal(signal.SIGTERM, _interrupt)  # what `agentpo train` installs
+        from agentpo.commands.train import stop_on_sigterm
+        stop_on_sigterm()  # what `agentpo train` and `agentpo sft` install
         with EnvPool(BAD, 2, num_workers=2) as pool:
             pool.reset({{0: (0, None), 1: (1, None)}})
             pool.send_step({{0: "hang"}})

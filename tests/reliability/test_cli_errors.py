@@ -144,3 +144,27 @@ def test_ctrl_c_in_eval_says_how_to_resume(monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setattr(eval_command, "run", interrupted)
     assert main(["eval", "eval.policy=expert"]) == 130
     assert "agentpo eval: interrupted. Rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_sigterm_stops_sft_like_ctrl_c_with_a_resume_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from agentpo.training.sft import SftTrainer
+
+    def killed(self: SftTrainer) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends; the handler raises at once
+
+    monkeypatch.setattr(SftTrainer, "fit", killed)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main([
+            "sft", f"run_dir={tmp_path / 'run'}", "env.id=agentpo/Corridor-v0", "env.kwargs.length=1", "sft.tasks=2",
+            "model.source=tiny", "model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
+            "logging.tensorboard=false", "logging.progress=false",
+        ])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130
+    assert "agentpo sft: interrupted. No checkpoint was written yet" in capsys.readouterr().err
