@@ -622,6 +622,11 @@ class SftConfig:
         "<think></think><action>{action}</action>",
         "the assistant text of an expert turn; {action} is the expert's action (the loss covers these tokens)",
     )
+    noise: float = option(
+        0.0,
+        "probability of a detour before each expert action: an inadmissible action, shown in the later "
+        "steps' history but not imitated, so the policy learns to recover from its own slips (DART-style)",
+    )
     prompt_loss_weight: float = option(
         0.0,
         "weight of the mean NLL of the prompt tokens added to the response loss (0: response tokens only); "
@@ -636,6 +641,7 @@ class SftConfig:
         _require(self.data == "expert" or Path(self.data).is_file(), "data", f"no such file: {self.data!r}")
         _require(self.tasks == -1 or self.tasks >= 1, "tasks", f"must be >= 1 or -1 (all), got {self.tasks}")
         _require("{action}" in self.response, "response", "must contain {action}")
+        _require(0 <= self.noise < 1, "noise", f"must be in [0, 1), got {self.noise}")
         _require(self.prompt_loss_weight >= 0, "prompt_loss_weight", f"must be >= 0, got {self.prompt_loss_weight}")
         for name in ("epochs", "batch_turns", "log_every"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")

@@ -286,7 +286,9 @@ def _device_mesh(device_type: str, world_size: int) -> Any:
     """
     from torch.distributed.device_mesh import DeviceMesh
 
-    return DeviceMesh.from_group(dist.group.WORLD, device_type, mesh=list(range(world_size)))
+    world = dist.group.WORLD
+    assert world is not None, "the process group is initialised before the model is sharded"
+    return DeviceMesh.from_group(world, device_type, mesh=list(range(world_size)))
 
 
 def _block(count: int, parts: int, index: int) -> tuple[int, int]:

@@ -43,11 +43,12 @@ MODEL_DIR = "model"
 
 @dataclass(frozen=True)
 class ExpertStep:
-    """What the agent saw before an expert action, and the action."""
+    """What the agent saw before an action, and the action: the expert's, or a detour that is not imitated."""
 
     observation: str
     admissible: list[str] | None
     action: str
+    imitate: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,15 @@ class ExpertEpisode:
     won: bool
 
 
-def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_workers: int = 0) -> list[ExpertEpisode]:
+def play_expert(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    tasks: int,
+    *,
+    num_workers: int = 0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> list[ExpertEpisode]:
     """Play the env's expert plan (``info["expert_plan"]``) on ``tasks`` tasks, ``max(1, num_workers)`` at a time.
 
     Tasks are the games of ``env_kwargs["split"]`` for an env of game files (ALFWorld; ``tasks=-1``:
@@ -68,6 +77,13 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
     ``eval.tasks`` does), else the task seeds ``0 .. tasks-1``. Episodes come back in task order;
     those the expert does not win are left out. ``num_workers`` env processes step in parallel (0:
     this process).
+
+    ``noise`` > 0 injects detours, as DART does for robust imitation: before each expert action,
+    with this probability, the play first takes an inadmissible action (:func:`detour`, seeded by
+    ``seed`` and the task), which the env answers as it answers a policy's mistake ("Nothing
+    happens.") and which leaves the plan valid. The detour is kept as a step that is not imitated:
+    the following expert steps show it in their history, so the policy learns to recover from its
+    own slips rather than only ever seeing flawless histories.
 
     Raises:
         ValueError: the env declares or shows no expert plan, or ``tasks=-1`` for an env without games.
@@ -93,6 +109,7 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
     done: dict[int, ExpertEpisode] = {}
     pending = list(enumerate(requests))[::-1]
     live: dict[int, tuple[int, list[ExpertStep], str, dict[str, Any]]] = {}  # slot -> (task, steps, obs, info)
+    rngs: dict[int, np.random.Generator] = {}
     with EnvPool(env_id, max(1, num_workers), env_kwargs=env_kwargs, num_workers=num_workers) as pool:
         free = list(range(pool.num_envs))
         while pending or live:
@@ -108,14 +125,20 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
                             f"sft.data=expert: {env_id} exposes no expert (info['expert_plan'] is missing)"
                         )
                     live[slot] = (starts[slot][0], [], observation, info)
+                    rngs[slot] = np.random.default_rng([seed, starts[slot][0]])
             actions = {}
             for slot, (_task, steps, observation, info) in list(live.items()):
-                if info.get("expert_plan"):
-                    actions[slot] = str(info["expert_plan"][0])
-                    steps.append(ExpertStep(observation, info.get("admissible_actions"), actions[slot]))
-                else:  # the plan ran out without a win: nothing to learn from
+                admissible = info.get("admissible_actions")
+                if not info.get("expert_plan"):  # the plan ran out without a win: nothing to learn from
                     del live[slot]
                     free.append(slot)
+                    continue
+                slipped = None
+                # No two detours in a row: the expert acts after each one.
+                if noise and admissible and (not steps or steps[-1].imitate) and rngs[slot].random() < noise:
+                    slipped = detour(list(admissible), rngs[slot], previous=steps[-1].action if steps else None)
+                actions[slot] = slipped or str(info["expert_plan"][0])
+                steps.append(ExpertStep(observation, admissible, actions[slot], imitate=slipped is None))
             for slot, (observation, _, terminated, truncated, info) in pool.step(actions).items() if actions else []:
                 task, steps, _, _ = live[slot]
                 live[slot] = (task, steps, observation, info)
@@ -125,6 +148,29 @@ def play_expert(env_id: str, env_kwargs: dict[str, Any], tasks: int, *, num_work
                     del live[slot]
                     free.append(slot)
     return [done[task] for task in sorted(done)]
+
+
+def detour(admissible: list[str], rng: np.random.Generator, *, previous: str | None = None) -> str | None:
+    """An inadmissible action of the kind a policy in training takes, or None when there is none.
+
+    Half of the time the previous action again when it is no longer admissible (``go to desk 1``
+    once there); otherwise one drawn uniformly from the admissible actions with one word swapped
+    for the word at the same place in another admissible action of the same verb and length
+    (``go to cabinet 11`` in a room whose cabinets stop at 10, ``take apple 2 from ...`` for the
+    apple 1 in sight).
+    """
+    allowed = set(admissible)
+    if previous is not None and previous not in allowed and rng.random() < 0.5:
+        return previous
+    actions = [action.split() for action in admissible]
+    swaps = sorted({
+        " ".join([*action[:place], other[place], *action[place + 1 :]])
+        for action in actions
+        for other in actions
+        if len(other) == len(action) and other[0] == action[0]
+        for place in range(1, len(action))
+    } - allowed)
+    return swaps[int(rng.integers(len(swaps)))] if swaps else None
 
 
 def save_episodes(episodes: list[ExpertEpisode], path: Path) -> None:
@@ -157,7 +203,8 @@ def render_episode(
 ) -> list[SftRow]:
     """The rows the rollout would produce had the policy answered ``response`` with each expert action.
 
-    ``history >= 0``: one row per turn, prompted like :meth:`RolloutManager._next_prompt` (first
+    Steps not imitated (detours) add no loss tokens but stay in the history of the steps after them.
+    ``history >= 0``: one row per imitated turn, prompted like :meth:`RolloutManager._next_prompt` (first
     prompt, then the window of the last ``history`` turns). ``history == -1``: one row per episode,
     each turn continuing the previous tokens with the chat template's continuation. A template
     without stop strings needs the policy to end its turn itself, so EOS closes each response.
@@ -180,10 +227,11 @@ def render_episode(
             window = past[-history:] if history > 0 else []
             prompt = builder.window_prompt(task, turn.observation, turn.admissible, window, step)
         answer = tokenizer(response.format(action=turn.action), add_special_tokens=False)["input_ids"] + end
+        learn = int(turn.imitate)
         if history == -1:
             context += prompt + answer
-            mask += [0] * len(prompt) + [1] * len(answer)
-        else:
+            mask += [0] * len(prompt) + [learn] * len(answer)
+        elif turn.imitate:
             rows.append(SftRow(prompt + answer, [0] * len(prompt) + [1] * len(answer)))
         past.append(HistoryItem(turn.observation, turn.action))
     if history == -1:
@@ -288,7 +336,8 @@ class SftTrainer:
             episodes = load_episodes(path)
         else:
             episodes = play_expert(
-                config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers
+                config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers,
+                noise=config.sft.noise, seed=config.train.seed,
             )
             save_episodes(episodes, path)
         if not episodes:

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
@@ -21,8 +22,11 @@ from agentpo.rollout.prompting import PromptBuilder, PromptTemplate
 from agentpo.training.checkpoint import list_checkpoints
 from agentpo.training.logger import read_metrics
 from agentpo.training.sft import (
+    ExpertEpisode,
+    ExpertStep,
     SftTrainer,
     collate_rows,
+    detour,
     play_expert,
     read_turns_jsonl,
     render_episode,
@@ -171,3 +175,54 @@ def test_prompt_loss_weight_adds_the_mean_prompt_nll(tmp_path: Path, weight: flo
         assert metrics["prompt_loss"] == pytest.approx(float(prompt_nll), rel=1e-5)
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+ROOM = ["go to cabinet 1", "go to cabinet 2", "go to desk 1", "take pen 1 from desk 1", "take mug 2 from desk 1",
+        "look"]
+
+
+def test_detours_look_like_admissible_actions_but_are_not() -> None:
+    rng = np.random.default_rng(0)
+    seen = {detour(ROOM, rng) for _ in range(200)}
+    assert None not in seen and not seen & set(ROOM)
+    for action in seen:
+        words = action.split()
+        # One name swapped for the word at the same place in an action of the same verb and length.
+        same_shape = [a.split() for a in ROOM if len(a.split()) == len(words) and a.split()[0] == words[0]]
+        assert [sum(x != y for x, y in zip(words, other)) for other in same_shape].count(1) >= 1
+    assert seen == {"go to desk 2", "take pen 2 from desk 1", "take mug 1 from desk 1"}  # every such swap
+    # The previous action again, half of the time, once it is no longer admissible.
+    repeats = [detour(ROOM, rng, previous="go to desk 2") for _ in range(200)]
+    assert 60 < repeats.count("go to desk 2") < 140
+    assert detour(["look", "inventory"], rng) is None  # nothing to swap: the expert acts instead
+
+
+def test_detours_stay_in_the_history_without_rows(tokenizer) -> None:
+    steps = [ExpertStep("room 1 of 2 .", None, "east"), ExpertStep("room 2 of 2 .", None, "west", imitate=False),
+             ExpertStep("room 2 of 2 .", None, "east")]
+    builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
+    rows = render_episode(ExpertEpisode("t", "corridor", steps, True), builder, history=2, response="{action}")
+    clean = render_episode(
+        ExpertEpisode("t", "corridor", [steps[0], steps[2]], True), builder, history=2, response="{action}"
+    )
+    assert len(rows) == 2 and rows[0] == clean[0]
+    assert "west" in tokenizer.decode(rows[1].input_ids) and "west" not in tokenizer.decode(clean[1].input_ids)
+    (whole,) = render_episode(ExpertEpisode("t", "corridor", steps, True), builder, history=-1, response="{action}")
+    learned = [t for t, m in zip(whole.input_ids, whole.loss_mask) if m]
+    assert tokenizer.decode(learned).split().count("east") == 2 and "west" not in tokenizer.decode(learned)
+
+
+def test_noisy_expert_play_on_alfworld_wins_with_detours(alfworld_data_dir: Path) -> None:
+    kwargs = {"split": "train", "data_dir": str(alfworld_data_dir)}
+    clean = play_expert("agentpo/ALFWorld-v0", kwargs, 3)
+    noisy = play_expert("agentpo/ALFWorld-v0", kwargs, 3, noise=0.5, seed=1)
+    assert noisy == play_expert("agentpo/ALFWorld-v0", kwargs, 3, noise=0.5, seed=1)  # seeded
+    assert [e.task_id for e in noisy] == [e.task_id for e in clean] and all(e.won for e in noisy)
+    for plain, episode in zip(clean, noisy):
+        # The expert's actions are the walkthrough's, in order, with detours between them.
+        assert [s.action for s in episode.steps if s.imitate] == [s.action for s in plain.steps]
+        for before, after in zip(episode.steps, episode.steps[1:]):
+            if not before.imitate:
+                assert before.action not in before.admissible and after.imitate
+                assert after.observation == "Nothing happens."
+    assert sum(not s.imitate for e in noisy for s in e.steps) >= 3
