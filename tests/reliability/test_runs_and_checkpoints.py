@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,8 @@ def test_a_planted_trainer_state_is_refused_without_running_it(
 
 def test_ctrl_c_prints_how_to_resume(tmp_path: Path) -> None:
     """SIGINT in the middle of a run: status 130, the resume command on stderr, no traceback."""
-    config = tiny_config(tmp_path / "run", train={"steps": 200, "checkpoint_every": 1})
+    # More steps than any machine gets through before the signal (a loaded box once ran 200 first).
+    config = tiny_config(tmp_path / "run", train={"steps": 100_000, "checkpoint_every": 1})
     save_config(config, tmp_path / "config.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -112,14 +114,13 @@ def test_ctrl_c_prints_how_to_resume(tmp_path: Path) -> None:
     )
     try:
         metrics = Path(config.run_dir) / "metrics.jsonl"
-        waited = 0.0
-        while not (metrics.exists() and len(read_metrics(config.run_dir)) >= 2) and waited < 300:
-            waited += 0.2
-            subprocess.run(["sleep", "0.2"])
+        deadline = time.monotonic() + 300
+        while not (metrics.exists() and len(read_metrics(config.run_dir)) >= 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, err
+    assert process.returncode == 130, f"exit status {process.returncode}: {err}"
     assert f"agentpo train --resume {config.run_dir}" in err
     assert "Traceback" not in err
