@@ -279,10 +279,9 @@ class DataParallel:
 def _device_mesh(device_type: str, world_size: int) -> Any:
     """The 1-D mesh of all ranks over the default process group, made once per process.
 
-    ``init_device_mesh`` builds a second gloo group for the mesh; building it aborted a rank in about
-    1 of 7 CPU runs ("terminate called without an active exception", right after the model loaded),
-    and two meshes in one process in about 1 of 4. A mesh over the group ``init_process_group``
-    already connected opens no new connections.
+    Two meshes in one process (the tests' two trainers) aborted a rank in about 1 of 4 gloo runs.
+    Built from the group ``init_process_group`` connected, the mesh opens no second gloo group
+    (that alone did not remove the rare startup abort described in docs/training.md, Scaling out).
     """
     from torch.distributed.device_mesh import DeviceMesh
 

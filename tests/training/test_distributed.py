@@ -57,12 +57,20 @@ def merge(*dicts: dict) -> dict:
     return out
 
 
+#: How a gloo rank sometimes dies while a job starts on an oversubscribed 2-core box (about 1 launch
+#: in 7 under load, not seen on an idle one): std::terminate, right after the model is loaded. An open
+#: defect (docs/training.md, Scaling out); a stateless job (not "train") that dies so is launched once more.
+STARTUP_ABORT = "terminate called without an active exception"
+
+
 def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
     spec = tmp_path / f"jobs_{ranks}.json"
     spec.write_text(json.dumps(jobs))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     command = [*launcher, str(WORKER), str(spec)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and STARTUP_ABORT in done.stderr and all(job["kind"] != "train" for job in jobs):
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
 
