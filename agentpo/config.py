@@ -642,6 +642,11 @@ class SftConfig:
         _require(self.tasks == -1 or self.tasks >= 1, "tasks", f"must be >= 1 or -1 (all), got {self.tasks}")
         _require("{action}" in self.response, "response", "must contain {action}")
         _require(0 <= self.noise < 1, "noise", f"must be in [0, 1), got {self.noise}")
+        _require(
+            not self.noise or self.data == "expert",
+            "noise",
+            "detours are taken in the expert's play: needs data=expert",
+        )
         _require(self.prompt_loss_weight >= 0, "prompt_loss_weight", f"must be >= 0, got {self.prompt_loss_weight}")
         for name in ("epochs", "batch_turns", "log_every"):
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")

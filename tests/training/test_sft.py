@@ -146,6 +146,12 @@ def test_sft_config_errors_name_the_key(tmp_path: Path) -> None:
         config_from_dict(_config(tmp_path, data=str(tmp_path / "missing.jsonl")))
     with pytest.raises(ConfigError, match=re.escape("sft.response: must contain")):
         config_from_dict(_config(tmp_path, response="go"))
+    turns = tmp_path / "turns.jsonl"
+    turns.write_text('{"prompt": "p", "response": "r"}\n')
+    with pytest.raises(ConfigError, match=re.escape("sft.noise: detours are taken in the expert's play")):
+        config_from_dict(_config(tmp_path, data=str(turns), noise=0.3))
+    with pytest.raises(ConfigError, match=re.escape("sft.noise: must be in [0, 1)")):
+        config_from_dict(_config(tmp_path, noise=1.0))
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])
