@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from agentpo.config import Config, save_config
+from agentpo.files import write_atomically
 from agentpo.rollout.prompting import HistoryItem, PromptBuilder, PromptTemplate
 from agentpo.training.checkpoint import load_trainer_state, save_checkpoint
 from agentpo.training.logger import MetricsLogger, timed
@@ -175,9 +176,7 @@ def detour(admissible: list[str], rng: np.random.Generator, *, previous: str | N
 
 def save_episodes(episodes: list[ExpertEpisode], path: Path) -> None:
     """Write episodes as JSON lines (atomically)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in episodes))
-    tmp.replace(path)
+    write_atomically(path, "".join(json.dumps(asdict(e)) + "\n" for e in episodes))
 
 
 def load_episodes(path: Path) -> list[ExpertEpisode]:
@@ -378,25 +377,31 @@ class SftTrainer:
         started = time.perf_counter()
         ids, attention, loss_mask = (t.to(self.device) for t in collate_rows(batch, self.tokenizer.pad_token_id))
         weight = self.config.sft.prompt_loss_weight
-        # Every real token after the first is predicted from the ones before it; the prompt's are those
-        # outside the response.
-        prompt_mask = attention.float() * (1 - loss_mask)
-        prompt_mask[:, 0] = 0
+        targets = loss_mask
+        if weight:
+            # Every real token after the first is predicted from the ones before it; the prompt's are
+            # those outside the response.
+            prompt_mask = attention.float() * (1 - loss_mask)
+            prompt_mask[:, 0] = 0
+            targets = loss_mask + prompt_mask
         with timed(metrics, "time/forward_backward_s"):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.bf16):
                 logprobs, _ = token_logprobs(
                     self.model,
                     ids,
                     attention,
-                    from_column=1 if weight else first_action_column(loss_mask),
-                    targets=loss_mask + prompt_mask if weight else loss_mask,
-                    share_prefix=self.config.train.share_prefix and not weight,
+                    from_column=first_action_column(targets),
+                    targets=targets,
+                    share_prefix=self.config.train.share_prefix,
                     max_logits_bytes=self.config.train.max_logits_mb * 2**20,
                 )
             tokens = loss_mask.sum()
             loss = -(logprobs * loss_mask).sum() / tokens
-            prompt_loss = -(logprobs * prompt_mask).sum() / prompt_mask.sum().clamp_min(1)
-            total = loss + weight * prompt_loss if weight else loss
+            total = loss
+            if weight:
+                prompt_loss = -(logprobs * prompt_mask).sum() / prompt_mask.sum().clamp_min(1)
+                metrics["prompt_loss"] = float(prompt_loss.detach())
+                total = loss + weight * prompt_loss
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
         max_norm = self.config.optim.max_grad_norm or float("inf")
@@ -411,8 +416,6 @@ class SftTrainer:
             response_tokens=float(tokens),
             step_time_s=time.perf_counter() - started,
         )
-        if weight:
-            metrics["prompt_loss"] = float(prompt_loss.detach())
         return metrics
 
     def save_final(self) -> Path:
