@@ -275,6 +275,11 @@ class RolloutConfig:
     invalid_action_penalty: float = option(
         0.0, "subtracted from an episode's reward per invalid/unparseable action (ALFWorld protocol: 0.1)"
     )
+    penalize_inadmissible: bool = option(
+        False,
+        "also charge invalid_action_penalty for a parsed action the env rejects (ALFWorld: not in the admissible "
+        "list, 'Nothing happens.'); false, the published protocol: only a step without a parseable action pays",
+    )
     max_batch_size: int = option(0, "transformers engine batch size cap (0: the whole batch at once)")
     engine: Literal["transformers", "vllm"] = option(
         "transformers",

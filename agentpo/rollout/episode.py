@@ -31,13 +31,14 @@ class Turn:
         action: the parsed action, or None when the response could not be parsed (an invalid
             step: the raw response text went to the env and the episode paid the penalty).
         observation: the env's observation after this step.
-        reward: the env's reward for this step minus the invalid-action penalty, if one applied.
+        reward: the env's reward for this step minus ``penalty``.
         terminated: the env ended the task at this step (won, lost or answered).
         truncated: the episode was cut at this step (env step limit, the manager's ``max_turns``,
             or an env error).
         info: the env's ``info`` after this step.
         anchor: the observation this step acted on (the previous turn's ``observation``, or the
             reset observation for the first turn): GiGPO's anchor state.
+        penalty: the invalid-action penalty charged to this step (0 when none applied).
     """
 
     prompt_ids: list[int]
@@ -51,6 +52,7 @@ class Turn:
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
     anchor: str = ""
+    penalty: float = 0.0
 
     @property
     def parse_failed(self) -> bool:

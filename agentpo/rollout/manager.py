@@ -58,6 +58,8 @@ class RolloutSettings:
             that successive collections do not repeat the same random draws.
         invalid_action_penalty: subtracted from the reward of each turn whose response has no
             parseable action.
+        penalize_inadmissible: charge the penalty as well for a parsed action the env rejected
+            (``info["invalid_action"]``, e.g. ALFWorld's "Nothing happens.").
         prompt: a template name in ``prompts/`` or the path of a template YAML file.
         mode: ``lockstep`` (one batched generate per turn of all live episodes; bit-exact for a
             seed) or ``async`` (each episode at its own pace; needs a :class:`StreamingEngine`).
@@ -71,6 +73,7 @@ class RolloutSettings:
     history: int = 2
     sampling: SamplingParams = field(default_factory=SamplingParams)
     invalid_action_penalty: float = 0.0
+    penalize_inadmissible: bool = False
     prompt: str = "corridor"
     mode: Literal["lockstep", "async"] = "lockstep"
     max_in_flight: int = 0
@@ -389,7 +392,9 @@ class RolloutManager:
             episode.env_error = str(info["env_error"])
             truncated = True
         cut = len(episode.turns) + 1 >= self.settings.max_turns and not terminated
-        reward = float(reward) - (self.settings.invalid_action_penalty if action is None else 0.0)
+        rejected = self.settings.penalize_inadmissible and bool(info.get("invalid_action", False))
+        penalty = self.settings.invalid_action_penalty if action is None or rejected else 0.0
+        reward = float(reward) - penalty
         episode.turns.append(
             Turn(
                 prompt_ids=prompt_ids,
@@ -403,6 +408,7 @@ class RolloutManager:
                 truncated=bool(truncated or cut),
                 info=dict(info),
                 anchor=state.observation,
+                penalty=penalty,
             )
         )
         episode.reward += reward

@@ -13,21 +13,18 @@ from agentpo.algos.anchors import anchor_ids
 from agentpo.rollout.episode import Episode
 
 
-def step_rewards(
-    episodes: list[Episode], invalid_action_penalty: float, *, similarity: float | None = None
-) -> StepRewards:
+def step_rewards(episodes: list[Episode], *, similarity: float | None = None) -> StepRewards:
     """The rewards, penalties, episodes and groups of every turn of ``episodes``.
 
     Args:
-        episodes: one rollout batch, in the order the trainer collates them.
-        invalid_action_penalty: the penalty the rollout subtracted from each turn without a
-            parseable action (``Turn.reward`` already includes it); it is split back out so that
-            an estimator can charge it where its form says.
+        episodes: one rollout batch, in the order the trainer collates them. Each turn's
+            ``penalty`` (already in its ``reward``) is split back out, so that an estimator can
+            charge it where its form says.
         similarity: build anchor states (GiGPO) from each turn's ``anchor`` observation, grouping
             observations at least this similar (1: identical only); None: no anchors.
     """
     turns = [(index, turn) for index, episode in enumerate(episodes) for turn in episode.turns]
-    penalties = [invalid_action_penalty if turn.parse_failed else 0.0 for _, turn in turns]
+    penalties = [turn.penalty for _, turn in turns]
     groups = [episode.group_id for episode in episodes]
     anchors = None
     if similarity is not None:

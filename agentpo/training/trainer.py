@@ -189,6 +189,7 @@ class Trainer:
             history=rollout.history,
             sampling=sampling,
             invalid_action_penalty=rollout.invalid_action_penalty,
+            penalize_inadmissible=rollout.penalize_inadmissible,
             prompt=config.prompt_template,
             mode=rollout.mode,
             max_in_flight=rollout.max_in_flight,
@@ -337,7 +338,7 @@ class Trainer:
 
         # 2. rewards and 3. advantages, one per turn.
         similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
-        steps = step_rewards(episodes, config.rollout.invalid_action_penalty, similarity=similarity)
+        steps = step_rewards(episodes, similarity=similarity)
         advantages, adv_metrics = compute_advantages(algorithm.advantage, steps, algorithm.advantage_settings())
         # Groups never leave their rank, so the advantages are local; their statistics are merged.
         metrics.update(self.dp.merge_statistics({k: float(v) for k, v in adv_metrics.items()}, len(episodes)))

@@ -159,6 +159,24 @@ def test_unparseable_output_is_an_invalid_step_with_the_penalty(
         assert episode.metrics()["parse_failure_ratio"] == 1.0
 
 
+@pytest.mark.parametrize("penalize_inadmissible", [False, True])
+def test_penalize_inadmissible_charges_the_actions_the_env_rejects(
+    engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, penalize_inadmissible: bool
+) -> None:
+    episodes = collect(
+        engine, tokenizer, [0, 1, 2], invalid_action_penalty=0.25, penalize_inadmissible=penalize_inadmissible
+    )
+    turns = [turn for episode in episodes for turn in episode.turns]
+    rejected = [turn for turn in turns if turn.action is not None and turn.info["invalid_action"]]
+    assert rejected, "the random policy should take some action the corridor rejects"
+    for turn in turns:
+        charged = turn.action is None or (penalize_inadmissible and turn.info["invalid_action"])
+        assert turn.penalty == (0.25 if charged else 0.0)
+        assert turn.reward == pytest.approx(float(turn.terminated and turn.info["won"]) - turn.penalty)
+    for episode in episodes:
+        assert episode.reward == pytest.approx(float(episode.won) - sum(t.penalty for t in episode.turns))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_max_turns_truncates(engine: TransformersEngine, tokenizer: PreTrainedTokenizerBase, mode: str) -> None:
     episodes = collect(engine, tokenizer, [0, 1, 2], max_turns=2, mode=mode)

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _turn(prompt: list[int], response: list[int], reward: float, action: str | None, anchor: str) -> Turn:
-    return Turn(prompt, response, [-0.5] * len(response), "", action, "next", reward, False, False, anchor=anchor)
+    penalty = 0.1 if action is None else 0.0
+    logprobs = [-0.5] * len(response)
+    return Turn(prompt, response, logprobs, "", action, "next", reward, False, False, anchor=anchor, penalty=penalty)
 
 
 def test_each_turn_advantage_reaches_its_own_tokens() -> None:
@@ -30,7 +32,7 @@ def test_each_turn_advantage_reaches_its_own_tokens() -> None:
         Episode(1, 0, 1, "t", "", [], False, 0.0),  # failed to start: no rows, no turns
         Episode(2, 0, 1, "t", "", [_turn([1, 2], [7, 8, 9], 1.0, "go", "a")], True, 1.0),
     ]
-    steps = step_rewards(episodes, invalid_action_penalty=0.1, similarity=1.0)
+    steps = step_rewards(episodes, similarity=1.0)
     assert steps.rewards.tolist() == [0.0, pytest.approx(1.0), 1.0]  # the penalty is split back out
     assert steps.penalties.tolist() == [0.0, 0.1, 0.0]
     assert steps.episode.tolist() == [0, 0, 2] and steps.group.tolist() == [0, 0, 0]
