@@ -524,6 +524,13 @@ class TrainConfig:
     share_prefix: bool = option(
         True, "training forward passes run a prompt prefix shared by several rows (a group's attempts) once"
     )
+    skip_zero_advantage: bool = option(
+        True,
+        "leave episodes whose every advantage is 0 (a group with equal rewards) out of the update's forward and "
+        "backward passes: their policy-loss gradient is exactly 0, so the update is the same, faster; off when "
+        "algorithm.kl_coef or entropy_coef > 0 (those terms reach every token). Entropy and clip metrics then "
+        "cover the episodes that were run",
+    )
     max_logits_mb: float = option(
         128.0,
         "most MB of float32 logits a forward pass materialises; above it log-probs are computed from the final "

@@ -346,6 +346,13 @@ class Trainer:
         batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
         units = unit_ids(batch, algorithm.scope)
         advantages = advantages.to(self.device, torch.float32)
+        # Episodes whose every turn has advantage 0 add exactly 0 to the policy loss's gradient; only a
+        # KL or entropy term would reach their tokens.
+        signal = None
+        if config.train.skip_zero_advantage and algorithm.kl_coef == 0 and algorithm.entropy_coef == 0:
+            signal = torch.unique(steps.episode[advantages.cpu() != 0]).to(self.device)
+            skipped = 1.0 - len(signal) / len(episodes)
+            metrics.update(self.dp.merge_statistics({"skipped_episode_frac": skipped}, len(episodes)))
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
         if self.separate_engine:
@@ -375,7 +382,7 @@ class Trainer:
             for _ in range(config.train.epochs):
                 for minibatch in self.dp.split_episodes(len(episodes), config.train.minibatches, shuffle):
                     update = self._update(
-                        step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights
+                        step, batch, minibatch, units, advantages, old_logprobs, ref_logprobs, token_weights, signal
                     )
                     updates.append(update)
         metrics.update(reduce_metrics(u for u in self.dp.merge_updates(updates) if u))
@@ -410,9 +417,11 @@ class Trainer:
         old_logprobs: Tensor,
         ref_logprobs: Tensor | None,
         token_weights: Tensor | None = None,
+        signal: Tensor | None = None,
     ) -> dict[str, float]:
         """One optimizer step of rollout ``iteration`` on the minibatch of ``episodes``, accumulated over micro-batches
-        (``token_weights``: TIS weights that scale the advantages, see :mod:`agentpo.algos.tis`)."""
+        (``token_weights``: TIS weights that scale the advantages, see :mod:`agentpo.algos.tis`; ``signal``: when
+        given, the only episodes whose passes can change the gradient, the others are skipped)."""
         config, algorithm = self.config, self.config.algorithm
         # Summed over ranks: each rank's loss is its share of the whole minibatch's sum over the same normalisers.
         tokens, num_units = self.dp.sum(*normalizers(batch, units, episodes))
@@ -430,6 +439,8 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         micro_metrics = []
+        if signal is not None:  # after the normalisers, which count every episode of the minibatch
+            episodes = episodes[torch.isin(episodes, signal.to(episodes.device))]
         micros = [micro for micro in chunk(episodes, config.train.micro_batch_episodes) if len(micro)]
         idle = self._idle_passes_needed(self.model, len(micros))
         for micro in micros:
@@ -469,6 +480,10 @@ class Trainer:
             micro_metrics.append(record)
         for _ in range(idle):
             idle_pass(self.model, self.device, backward=True)
+        if not micros and not idle:  # every episode skipped: the optimizer still steps on a zero gradient
+            for param in self.model.parameters():
+                if param.requires_grad:
+                    param.grad = torch.zeros_like(param)
         grad_norm = self.dp.clip_grad_norm(self.model, config.optim.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.scheduler.step()

@@ -54,6 +54,39 @@ def test_finite_and_zero_gradient_on_masked_tokens(shape, p, name):
 
 
 @EXAMPLES
+@given(shape=batch_shapes, p=st.floats(-50.0, 50.0), name=st.sampled_from(ALL_LOSSES), keep_seed=st.integers(0, 1000))
+def test_units_with_zero_advantage_add_exactly_nothing(shape, p, name, keep_seed):
+    """The trainer skips episodes whose advantages are all 0 (train.skip_zero_advantage): their rows must
+    change neither the loss nor any gradient, the minibatch's normalisers held fixed."""
+    batch = draw_batch(shape, row_units=True)
+    counts = dict(token_normalizer=float(batch.mask.sum()), unit_normalizer=float(batch.num_segments))
+    settings = settings_for(name, p=p, agg_mode="token-mean" if name == "dapo" else "seq-mean-token-mean", **counts)
+    silent = torch.rand(batch.num_segments, generator=torch.Generator().manual_seed(keep_seed)) < 0.5
+    quiet = silent[batch.segment_ids[:, 0]]
+    batch = replace(batch, advantages=batch.advantages.masked_fill(quiet[:, None], 0.0))
+    loss, grad = loss_and_grad(name, batch, settings)
+    assert not grad[quiet].any()
+    rows = torch.nonzero(~quiet).flatten()
+    if rows.numel() == 0:
+        assert loss == 0
+        return
+    kept_units = torch.unique(batch.segment_ids[rows])
+    local_id = torch.full((batch.num_segments,), -1, dtype=torch.long)
+    local_id[kept_units] = torch.arange(kept_units.numel())
+    kept = Batch(
+        logprobs=batch.logprobs.detach()[rows],
+        old_logprobs=batch.old_logprobs[rows],
+        advantages=batch.advantages[rows],
+        mask=batch.mask[rows],
+        segment_ids=local_id[batch.segment_ids[rows]],
+        num_segments=int(kept_units.numel()),
+    )
+    kept_loss, kept_grad = loss_and_grad(name, kept, settings)
+    torch.testing.assert_close(kept_loss, loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kept_grad, grad[rows], rtol=1e-12, atol=1e-12)
+
+
+@EXAMPLES
 @given(
     shape=batch_shapes,
     p=st.floats(-50.0, 50.0),
