@@ -491,6 +491,7 @@ class Trainer:
         # The minibatch loss is the micro-batch sum (0 on a rank that holds none of its episodes).
         update["loss"] = update.get("loss", 0.0) * len(micro_metrics)
         update["grad_norm"] = grad_norm
+        update["p"] = p  # also when every episode was skipped
         return update
 
     # ------------------------------------------------------------------------------------- helpers

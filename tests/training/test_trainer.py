@@ -136,8 +136,9 @@ def test_async_rollouts_train_and_validate_from_the_config(tmp_path: Path) -> No
 
 
 def loss_curve(run_dir: Path) -> dict[str, list[float]]:
-    """The curves the stored reference keeps, from a fresh tiny run."""
-    records = run_training(tiny_config(run_dir))
+    """The curves the stored reference keeps, from a fresh tiny run (every episode in every update, so that the
+    ratio metrics cover the whole batch as when the reference was stored)."""
+    records = run_training(tiny_config(run_dir, train={"skip_zero_advantage": False}))
     return {key: [r[key] for r in records] for key in ("loss", "p", "success_rate", "approx_kl")}
 
 
