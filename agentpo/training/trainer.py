@@ -343,16 +343,17 @@ class Trainer:
         # Groups never leave their rank, so the advantages are local; their statistics are merged.
         metrics.update(self.dp.merge_statistics({k: float(v) for k, v in adv_metrics.items()}, len(episodes)))
 
-        batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
-        units = unit_ids(batch, algorithm.scope)
-        advantages = advantages.to(self.device, torch.float32)
         # Episodes whose every turn has advantage 0 add exactly 0 to the policy loss's gradient; only a
         # KL or entropy term would reach their tokens.
         signal = None
         if config.train.skip_zero_advantage and algorithm.kl_coef == 0 and algorithm.entropy_coef == 0:
-            signal = torch.unique(steps.episode[advantages.cpu() != 0]).to(self.device)
+            signal = torch.unique(steps.episode[advantages != 0])
             skipped = 1.0 - len(signal) / len(episodes)
             metrics.update(self.dp.merge_statistics({"skipped_episode_frac": skipped}, len(episodes)))
+
+        batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
+        units = unit_ids(batch, algorithm.scope)
+        advantages = advantages.to(self.device, torch.float32)
 
         # 4. log-probs of the rollout policy (and of the reference policy for the KL penalty).
         if self.separate_engine:

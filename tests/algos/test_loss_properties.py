@@ -53,6 +53,23 @@ def test_finite_and_zero_gradient_on_masked_tokens(shape, p, name):
     assert torch.equal(grad[outside], torch.zeros_like(grad[outside]))
 
 
+def units_only(batch: Batch, units: torch.Tensor) -> tuple[torch.Tensor, Batch]:
+    """The rows of ``units`` (a batch built with one unit per row) and those rows as a batch of their own, the
+    units renumbered 0..len(units)-1 as a micro-batch numbers them."""
+    rows = torch.nonzero(torch.isin(batch.segment_ids[:, 0], units)).flatten()
+    local_id = torch.full((batch.num_segments,), -1, dtype=torch.long)
+    local_id[units] = torch.arange(units.numel())
+    part = Batch(
+        logprobs=batch.logprobs.detach()[rows],
+        old_logprobs=batch.old_logprobs[rows],
+        advantages=batch.advantages[rows],
+        mask=batch.mask[rows],
+        segment_ids=local_id[batch.segment_ids[rows]],
+        num_segments=int(units.numel()),
+    )
+    return rows, part
+
+
 @EXAMPLES
 @given(shape=batch_shapes, p=st.floats(-50.0, 50.0), name=st.sampled_from(ALL_LOSSES), keep_seed=st.integers(0, 1000))
 def test_units_with_zero_advantage_add_exactly_nothing(shape, p, name, keep_seed):
@@ -66,21 +83,10 @@ def test_units_with_zero_advantage_add_exactly_nothing(shape, p, name, keep_seed
     batch = replace(batch, advantages=batch.advantages.masked_fill(quiet[:, None], 0.0))
     loss, grad = loss_and_grad(name, batch, settings)
     assert not grad[quiet].any()
-    rows = torch.nonzero(~quiet).flatten()
+    rows, kept = units_only(batch, torch.nonzero(~silent).flatten())
     if rows.numel() == 0:
         assert loss == 0
         return
-    kept_units = torch.unique(batch.segment_ids[rows])
-    local_id = torch.full((batch.num_segments,), -1, dtype=torch.long)
-    local_id[kept_units] = torch.arange(kept_units.numel())
-    kept = Batch(
-        logprobs=batch.logprobs.detach()[rows],
-        old_logprobs=batch.old_logprobs[rows],
-        advantages=batch.advantages[rows],
-        mask=batch.mask[rows],
-        segment_ids=local_id[batch.segment_ids[rows]],
-        num_segments=int(kept_units.numel()),
-    )
     kept_loss, kept_grad = loss_and_grad(name, kept, settings)
     torch.testing.assert_close(kept_loss, loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(kept_grad, grad[rows], rtol=1e-12, atol=1e-12)
@@ -141,25 +147,13 @@ def test_micro_batch_losses_add_up_to_minibatch_loss(shape, p, name, agg_mode, s
     settings = settings_for(name, p=p, agg_mode=agg_mode, **counts)
     loss, grad = loss_and_grad(name, batch, settings)
 
-    row_unit = batch.segment_ids[:, 0]
     side = torch.randint(2, (batch.num_segments,), generator=torch.Generator().manual_seed(split_seed))
     total_loss = torch.zeros((), dtype=torch.float64)
     total_grad = torch.zeros_like(grad)
     for part in (0, 1):
-        rows = torch.nonzero(side[row_unit] == part).flatten()
-        units = torch.nonzero(side == part).flatten()
+        rows, micro = units_only(batch, torch.nonzero(side == part).flatten())
         if rows.numel() == 0:
             continue
-        local_id = torch.full((batch.num_segments,), -1, dtype=torch.long)
-        local_id[units] = torch.arange(units.numel())
-        micro = Batch(
-            logprobs=batch.logprobs.detach()[rows],
-            old_logprobs=batch.old_logprobs[rows],
-            advantages=batch.advantages[rows],
-            mask=batch.mask[rows],
-            segment_ids=local_id[batch.segment_ids[rows]],
-            num_segments=int(units.numel()),
-        )
         micro_loss, micro_grad = loss_and_grad(name, micro, settings)
         total_loss += micro_loss
         total_grad[rows] += micro_grad
