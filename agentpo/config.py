@@ -145,13 +145,6 @@ class ModelConfig:
     tiny: TinyModelConfig = section(TinyModelConfig, "shape of the model built when source=tiny")
     gradient_checkpointing: bool = option(False, "trade compute for memory in the policy's backward pass")
 
-    def __post_init__(self) -> None:
-        # Whether a path is required (eval.policy=expert needs none) is the whole config's rule.
-        if self.source == "pretrained" and self.path and names_a_local_path(self.path):
-            _require(
-                Path(self.path).expanduser().is_dir(), "path", f"{self.path!r} is not a folder (nor a hub id org/name)"
-            )
-
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -703,11 +696,19 @@ class Config:
         _require(bool(self.run_dir.strip()), "run_dir", "is empty; name the run's folder")
         if self.eval.env_kwargs:
             _check_env_kwargs(self.env.id, self.eval.env_kwargs, "eval.env_kwargs")
-        _require(
-            self.model.source != "pretrained" or bool(self.model.path) or self.eval.policy != "model",
-            "model.path",
-            "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
-        )
+        if self.model.source == "pretrained" and self.eval.policy == "model":
+            # eval.policy=expert/random plays without the model, so neither rule applies to it.
+            path = self.model.path
+            _require(
+                bool(path),
+                "model.path",
+                "is required when model.source=pretrained (a hub id or a save_pretrained folder)",
+            )
+            _require(
+                not names_a_local_path(path) or Path(path).expanduser().is_dir(),
+                "model.path",
+                f"{path!r} is not a folder (nor a hub id org/name)",
+            )
         try:
             PromptTemplate.load(self.prompt_template)
         except ValueError as err:

@@ -44,6 +44,14 @@ def test_corridor_expert_and_random_rows_on_held_out_seeds(tmp_path: Path) -> No
     assert random_rate < 0.5
 
 
+def test_policies_without_a_model_ignore_a_missing_model_path(tmp_path: Path) -> None:
+    # A recipe's config names the model a later stage writes; its random and expert rows need no model.
+    base = ["env.id=agentpo/Corridor-v0", "eval.tasks=4", "model.path=./runs/not_trained_yet/model"]
+    assert _run([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
+    assert _run([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
+    assert _run([*base, "--out", str(tmp_path / "model")]) == 2
+
+
 def test_resuming_under_other_settings_is_refused_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
