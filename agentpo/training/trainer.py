@@ -471,7 +471,7 @@ class Trainer:
                 # Token mean over the whole minibatch, so micro-batch terms add up like the loss.
                 ref_kl = (kl_penalty(logprobs, mb.ref_logprobs, algorithm.kl_estimator) * mb.action_mask).sum() / tokens
                 loss = loss + algorithm.kl_coef * ref_kl
-                record["ref_kl"] = float(ref_kl) * tokens / float(mb.action_mask.sum().clamp_min(1))
+                record["ref_kl"] = float(ref_kl.detach()) * tokens / float(mb.action_mask.sum().clamp_min(1))
             if algorithm.entropy_coef > 0:
                 # A bonus: the loss falls as the entropy rises. Token mean over the minibatch, like the KL.
                 loss = loss - algorithm.entropy_coef * (entropy * mb.action_mask).sum() / tokens
