@@ -14,16 +14,23 @@ from typing import Any
 from agentpo.files import write_atomically
 
 
-def check_same_settings(path: str | Path, settings: dict[str, Any]) -> None:
+def check_same_settings(path: str | Path, settings: dict[str, Any], *, growable: str | None = None) -> None:
     """Record an evaluation's settings at ``path``, or refuse to resume under different ones.
 
     Results of different settings (another policy, seed list, temperature, ...) must not be mixed in
-    one log; the error names every key that differs.
+    one log; the error names every key that differs. ``growable`` names a list-valued key that a
+    resumed evaluation may extend (more seeds): when the new list holds every stored value and
+    nothing else differs, the record is updated and the results already logged are kept.
     """
     path = Path(path)
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         differing = sorted(key for key in set(stored) | set(settings) if stored.get(key) != settings.get(key))
+        if growable in differing and set(stored.get(growable) or ()) <= set(settings.get(growable) or ()):
+            differing.remove(growable)
+            if not differing:
+                write_atomically(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+                return
         if differing:
             details = ", ".join(f"{key}: {stored.get(key)!r} there, {settings.get(key)!r} now" for key in differing)
             raise ValueError(f"{path.parent} holds an evaluation with other settings ({details}); use another folder")

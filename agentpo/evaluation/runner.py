@@ -142,14 +142,15 @@ def evaluate_policy(
 
     ``task_types`` are the env's report columns. With ``out_dir``, results are appended to
     ``out_dir/games.jsonl`` as they finish and the games already there are not played again;
-    resuming with different settings is refused, naming what differs. ``on_result`` sees every
+    resuming with different settings is refused, naming what differs, except for more seeds: those
+    games are added to the ones already played. ``on_result`` sees every
     newly finished game (for progress bars).
     """
     runs = [GameRun(task, seed) for seed in settings.seeds for task in tasks]
     log: JsonLinesLog | None = None
     done: dict[tuple[int, str], GameResult] = {}
     if out_dir is not None:
-        check_same_settings(Path(out_dir) / SETTINGS_FILE, settings.to_json())
+        check_same_settings(Path(out_dir) / SETTINGS_FILE, settings.to_json(), growable="seeds")
         log = JsonLinesLog(Path(out_dir) / GAMES_FILE)
         done = {result.run_key: result for result in map(GameResult.from_json, log.read())}
         stray = set(done) - {run.run_key for run in runs}

@@ -52,6 +52,22 @@ def test_policies_without_a_model_ignore_a_missing_model_path(tmp_path: Path) ->
     assert _run([*base, "--out", str(tmp_path / "model")]) == 2
 
 
+def test_more_seeds_extend_a_finished_evaluation_and_fewer_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["env.id=agentpo/Corridor-v0", "eval.policy=random", "eval.tasks=5"]
+    out = ["--out", str(tmp_path)]
+    assert _run([*base, "eval.seeds=1", *out]) == 0
+    first = (tmp_path / "games.jsonl").read_text().splitlines()
+    assert _run([*base, "eval.seeds=3", *out]) == 0
+    games = (tmp_path / "games.jsonl").read_text().splitlines()
+    assert games[:5] == first and len(games) == 15  # the seed-0 games are kept, not replayed
+    assert sorted({json.loads(line)["seed"] for line in games}) == [0, 1, 2]
+    assert json.loads((tmp_path / "eval_settings.json").read_text())["seeds"] == [0, 1, 2]
+    assert _run([*base, "eval.seeds=2", *out]) == 2
+    assert "seeds: [0, 1, 2] there, [0, 1] now" in capsys.readouterr().err
+
+
 def test_resuming_under_other_settings_is_refused_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
