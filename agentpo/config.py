@@ -524,6 +524,12 @@ class TrainConfig:
         "algorithm.kl_coef or entropy_coef > 0 (those terms reach every token). Entropy and clip metrics then "
         "cover the episodes that were run",
     )
+    max_rollout_batches: int = option(
+        1,
+        "DAPO's dynamic sampling when > 1: groups whose every advantage is 0 (equal rewards) are dropped and rollout "
+        "batches of fresh tasks are played, at most this many per iteration, until batch_tasks groups with a signal "
+        "are kept; the update trains on those (1: off, every group of the one batch is trained on)",
+    )
     max_logits_mb: float = option(
         128.0,
         "most MB of float32 logits a forward pass materialises; above it log-probs are computed from the final "
@@ -538,7 +544,15 @@ class TrainConfig:
     seed: int = option(0, "seeds tasks, sampling, minibatch shuffles and model init")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_tasks", "minibatches", "epochs", "num_threads", "keep_checkpoints"):
+        for name in (
+            "steps",
+            "batch_tasks",
+            "minibatches",
+            "epochs",
+            "num_threads",
+            "keep_checkpoints",
+            "max_rollout_batches",
+        ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be >= 1, got {value}")
         _require(self.micro_batch_episodes >= 0, "micro_batch_episodes", "must be >= 0")

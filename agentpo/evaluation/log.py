@@ -26,7 +26,8 @@ def check_same_settings(path: str | Path, settings: dict[str, Any], *, growable:
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         differing = sorted(key for key in set(stored) | set(settings) if stored.get(key) != settings.get(key))
-        if growable in differing and set(stored.get(growable) or ()) <= set(settings.get(growable) or ()):
+        grown = growable is not None and set(stored.get(growable, ())) <= set(settings.get(growable, ()))
+        if grown and growable in differing:
             differing.remove(growable)
             if not differing:
                 write_atomically(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agentpo.algos.advantages import compute_advantages
+from agentpo.algos.advantages import StepRewards, compute_advantages
 from agentpo.algos.losses import POLICY_LOSSES, PolicyLossInput, PolicyLossSettings
 from agentpo.algos.ref_kl import kl_penalty
 from agentpo.algos.schedules import PSchedule
@@ -116,6 +117,11 @@ class Trainer:
         # One process, or this rank of a torchrun job (each rank collects its share of the tasks).
         self.dp = DataParallel.from_environment(resolve_device(config.train.device))
         self.device = self.dp.device
+        if self.dp.enabled and config.train.max_rollout_batches > 1:
+            raise ValueError(
+                "train.max_rollout_batches > 1 (dynamic sampling) runs on one process only: under torchrun a rank "
+                "that finds no group with a signal would have nothing to train on; use 1"
+            )
         if self.dp.is_main:  # rank 0 checks and prepares the run folder (and builds a tiny initial model)
             prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
         else:
@@ -318,28 +324,20 @@ class Trainer:
         started = time.perf_counter()
         rng = np.random.default_rng([config.train.seed, step])
 
-        # 1. rollout: B tasks x G attempts. Training seeds stay below the held-out ones.
+        # 1. rollout: B tasks x G attempts (more with dynamic sampling). Training seeds stay below the held-out ones.
         with timed(metrics, "time/rollout_s"):
-            task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
-            # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
-            seed = self.dp.rollout_seed(int(rng.integers(1 << 62)))
-            episodes = self.rollout.collect(self.dp.share(task_seeds), seed=seed)
-        metrics.update(episode_metrics(episodes, self.dp))
+            played, episodes = self._rollout(rng, metrics)
+        metrics.update(episode_metrics(played, self.dp))
         every = config.logging.transcripts_every
         if every and step % every == 0 and self.dp.is_main:  # rank 0's share of the tasks
-            firsts = [e for e in episodes if e.episode_id % config.rollout.group_size == 0]
+            firsts = [e for e in played if e.episode_id % config.rollout.group_size == 0]
             write_transcripts(self.run_dir, step, firsts[: config.logging.transcripts], self.tokenizer)
-        (collected,) = self.dp.sum(len(episodes))
-        # An episode lost to an env error says nothing about the policy: it is counted
-        # (env_error_rate), and left out of the advantages and the updates.
-        episodes = [e for e in episodes if e.env_error is None]
+        (collected,) = self.dp.sum(len(played))
         if not self.dp.sum(len(episodes))[0]:
             return self._step_metrics(metrics, started, collected)
 
         # 2. rewards and 3. advantages, one per turn.
-        similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
-        steps = step_rewards(episodes, similarity=similarity)
-        advantages, adv_metrics = compute_advantages(algorithm.advantage, steps, algorithm.advantage_settings())
+        steps, advantages, adv_metrics = self._advantages(episodes)
         # Groups never leave their rank, so the advantages are local; their statistics are merged.
         metrics.update(self.dp.merge_statistics({k: float(v) for k, v in adv_metrics.items()}, len(episodes)))
 
@@ -394,6 +392,50 @@ class Trainer:
             with timed(metrics, "time/weight_sync_s"):
                 self.engine.load_weights(self._engine_weights())
         return self._step_metrics(metrics, started, collected)
+
+    def _rollout(self, rng: np.random.Generator, metrics: dict[str, float]) -> tuple[list[Episode], list[Episode]]:
+        """Every episode played this iteration, and those the update trains on.
+
+        One batch of B tasks x G attempts; an episode lost to an env error says nothing about the
+        policy, so it is counted (``env_error_rate``) but not trained on. With
+        ``train.max_rollout_batches`` > 1 (DAPO's dynamic sampling), groups whose every advantage is
+        0 are dropped too, and batches of fresh tasks are played until B groups with a signal are
+        kept (over all ranks) or the limit is reached.
+        """
+        config = self.config
+        limit = config.train.max_rollout_batches
+        played: list[Episode] = []
+        kept: list[Episode] = []
+        for index in range(limit):
+            task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
+            # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
+            seed = self.dp.rollout_seed(int(rng.integers(1 << 62)))
+            batch = self.rollout.collect(self.dp.share(task_seeds), seed=seed)
+            played += batch
+            batch = [e for e in batch if e.env_error is None]
+            if limit == 1:
+                return played, batch
+            # Group ids restart at 0 in each batch; offsetting them keeps the batches' groups apart.
+            batch = [replace(e, group_id=e.group_id + index * config.train.batch_tasks) for e in batch]
+            kept += with_signal(batch, *self._advantages(batch)[:2])
+            if self.dp.sum(len({e.group_id for e in kept}))[0] >= config.train.batch_tasks:
+                break
+        groups, signal_groups = self.dp.sum(len(played) / config.rollout.group_size, len({e.group_id for e in kept}))
+        metrics["rollout_batches"] = index + 1
+        metrics["signal_group_frac"] = signal_groups / max(groups, 1.0)
+        # The update trains on B groups, as without the filter: the first ones found, in rank order.
+        counts = self.dp.all_gather(len({e.group_id for e in kept}))
+        quota = max(0, config.train.batch_tasks - sum(counts[: self.dp.rank]))
+        first = sorted({e.group_id for e in kept})[:quota]
+        return played, [e for e in kept if e.group_id in first]
+
+    def _advantages(self, episodes: list[Episode]) -> tuple[StepRewards, Tensor, dict[str, Tensor]]:
+        """The turns' rewards, their advantages (one per turn) and the estimator's metrics."""
+        algorithm = self.config.algorithm
+        similarity = algorithm.gigpo.similarity if algorithm.advantage == "gigpo" else None
+        steps = step_rewards(episodes, similarity=similarity)
+        advantages, adv_metrics = compute_advantages(algorithm.advantage, steps, algorithm.advantage_settings())
+        return steps, advantages, adv_metrics
 
     def _engine_weights(self) -> dict[str, Tensor]:
         """The policy's weights as a separate engine loads them: on N ranks, gathered from the shards."""
@@ -582,6 +624,12 @@ def episode_metrics(episodes: list[Episode], dp: DataParallel | None = None) -> 
     means["success_rate"] = means.pop("success")
     means["reward_mean"] = means.pop("return")
     return means
+
+
+def with_signal(episodes: list[Episode], steps: StepRewards, advantages: Tensor) -> list[Episode]:
+    """The episodes of the groups where some turn has a nonzero advantage (DAPO's dynamic sampling filter)."""
+    signal = set(steps.group[torch.unique(steps.episode[advantages != 0])].tolist())
+    return [e for e in episodes if e.group_id in signal]
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> float:

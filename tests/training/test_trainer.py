@@ -15,6 +15,7 @@ from agentpo import cli
 from agentpo.commands import train as train_command
 from agentpo.training import logprobs as logprobs_module
 from agentpo.training.checkpoint import checkpoint_path
+from agentpo.training.distributed import DataParallel
 from agentpo.training.logger import read_metrics
 from agentpo.training.logprobs import shared_prefix
 from agentpo.training.trainer import Trainer
@@ -103,15 +104,39 @@ def test_skipping_zero_advantage_episodes_gives_the_same_weights(tmp_path: Path)
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
-def test_resume_repeats_the_uninterruptedrun_training(tmp_path: Path) -> None:
-    full = run_training(tiny_config(tmp_path / "full", train={"checkpoint_every": 2}))
+def test_dynamic_sampling_plays_more_batches_until_groups_have_a_signal(tmp_path: Path) -> None:
+    # Without it, step 1 of this setup has no group with a signal (every episode skipped, test above).
+    records = run_training(tiny_config(tmp_path, train={"max_rollout_batches": 4}))
+    batches = [r["rollout_batches"] for r in records]
+    assert max(batches) > 1, f"pick another setup: batches {batches}"
+    assert any(r["signal_group_frac"] * r["rollout_batches"] > 1 for r in records), "no step found more than 3 groups"
+    for r in records:
+        found = round(r["signal_group_frac"] * r["rollout_batches"] * 3)  # 3 tasks per batch
+        assert found >= 3 or r["rollout_batches"] == 4, r
+        assert r["num_groups"] == min(found, 3), r  # the update trains on batch_tasks of them
+        assert r["zero_var_group_frac"] == 0 and r["skipped_episode_frac"] < 1, r
+
+
+def test_dynamic_sampling_under_torchrun_is_refused_before_the_run_folder_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(DataParallel, "from_environment", classmethod(lambda cls, device: cls(world_size=2)))
+    with pytest.raises(ValueError, match=r"max_rollout_batches > 1 .* runs on one process only"):
+        Trainer(tiny_config(tmp_path / "run", train={"max_rollout_batches": 2}))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("batches", [1, 3])
+def test_resume_repeats_the_uninterruptedrun_training(tmp_path: Path, batches: int) -> None:
+    train = {"checkpoint_every": 2, "max_rollout_batches": batches}
+    full = run_training(tiny_config(tmp_path / "full", train=train))
     assert [r["step"] for r in full] == [1, 2, 3, 4]
 
     # Interrupted after the step-2 checkpoint: keep only that checkpoint and its metrics, resume.
-    interrupted = tiny_config(tmp_path / "cut", train={"checkpoint_every": 2, "steps": 2})
+    interrupted = tiny_config(tmp_path / "cut", train={**train, "steps": 2})
     run_training(interrupted)
     assert checkpoint_path(interrupted.run_dir, 2).is_dir()
-    resumed = run_training(tiny_config(tmp_path / "cut", train={"checkpoint_every": 2}), resume=True)
+    resumed = run_training(tiny_config(tmp_path / "cut", train=train), resume=True)
     assert without_timing(resumed) == without_timing(full)
 
 
