@@ -154,6 +154,8 @@ def test_sft_config_errors_name_the_key(tmp_path: Path) -> None:
         config_from_dict(_config(tmp_path, noise=1.0))
 
 
+# The test replaces optimizer.step on purpose; torch warns that the scheduler sees it replaced.
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_prompt_loss_weight_adds_the_mean_prompt_nll(tmp_path: Path, weight: float) -> None:
     data = _config(tmp_path, prompt_loss_weight=weight)
@@ -175,10 +177,10 @@ def test_prompt_loss_weight_adds_the_mean_prompt_nll(tmp_path: Path, weight: flo
     response_nll = -(logprobs * response).sum() / response.sum()
     prompt_nll = -(logprobs * prompt).sum() / prompt.sum()
     (response_nll + weight * prompt_nll).backward()
-    assert metrics["loss"] == pytest.approx(float(response_nll), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(response_nll.item(), rel=1e-5)
     assert ("prompt_loss" in metrics) == (weight > 0)
     if weight:
-        assert metrics["prompt_loss"] == pytest.approx(float(prompt_nll), rel=1e-5)
+        assert metrics["prompt_loss"] == pytest.approx(prompt_nll.item(), rel=1e-5)
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6)
 
