@@ -398,16 +398,16 @@ class Trainer:
 
         One batch of B tasks x G attempts; an episode lost to an env error says nothing about the
         policy, so it is counted (``env_error_rate``) but not trained on. With
-        ``train.max_rollout_batches`` > 1 (DAPO's dynamic sampling), groups whose every advantage is
-        0 are dropped too, and batches of fresh tasks are played until B groups with a signal are
-        kept (over all ranks) or the limit is reached.
+        ``train.max_rollout_batches`` > 1 (DAPO's dynamic sampling, one process only), groups whose
+        every advantage is 0 are dropped too, and batches of fresh tasks are played until B groups
+        with a signal are found or the limit is reached; the update trains on the first B.
         """
         config = self.config
-        limit = config.train.max_rollout_batches
+        limit, size = config.train.max_rollout_batches, config.train.batch_tasks
         played: list[Episode] = []
         kept: list[Episode] = []
         for index in range(limit):
-            task_seeds = rng.integers(0, config.eval.first_seed, size=config.train.batch_tasks).tolist()
+            task_seeds = rng.integers(0, config.eval.first_seed, size=size).tolist()
             # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
             seed = self.dp.rollout_seed(int(rng.integers(1 << 62)))
             batch = self.rollout.collect(self.dp.share(task_seeds), seed=seed)
@@ -416,17 +416,14 @@ class Trainer:
             if limit == 1:
                 return played, batch
             # Group ids restart at 0 in each batch; offsetting them keeps the batches' groups apart.
-            batch = [replace(e, group_id=e.group_id + index * config.train.batch_tasks) for e in batch]
+            batch = [replace(e, group_id=e.group_id + index * size) for e in batch]
             kept += with_signal(batch, *self._advantages(batch)[:2])
-            if self.dp.sum(len({e.group_id for e in kept}))[0] >= config.train.batch_tasks:
+            if len({e.group_id for e in kept}) >= size:
                 break
-        groups, signal_groups = self.dp.sum(len(played) / config.rollout.group_size, len({e.group_id for e in kept}))
+        groups = sorted({e.group_id for e in kept})
         metrics["rollout_batches"] = index + 1
-        metrics["signal_group_frac"] = signal_groups / max(groups, 1.0)
-        # The update trains on B groups, as without the filter: the first ones found, in rank order.
-        counts = self.dp.all_gather(len({e.group_id for e in kept}))
-        quota = max(0, config.train.batch_tasks - sum(counts[: self.dp.rank]))
-        first = sorted({e.group_id for e in kept})[:quota]
+        metrics["signal_group_frac"] = len(groups) / ((index + 1) * size)
+        first = set(groups[:size])
         return played, [e for e in kept if e.group_id in first]
 
     def _advantages(self, episodes: list[Episode]) -> tuple[StepRewards, Tensor, dict[str, Tensor]]:
