@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,8 @@ def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
     command = [*launcher, str(WORKER), str(spec)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     if done.returncode != 0 and STARTUP_ABORT in done.stderr and all(job["kind"] != "train" for job in jobs):
+        for job in jobs:  # the aborted launch may have made the run folder; a stateless job starts afresh
+            shutil.rmtree(job["config"]["run_dir"], ignore_errors=True)
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
