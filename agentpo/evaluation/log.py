@@ -26,15 +26,12 @@ def check_same_settings(path: str | Path, settings: dict[str, Any], *, growable:
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
         differing = sorted(key for key in set(stored) | set(settings) if stored.get(key) != settings.get(key))
-        grown = growable is not None and set(stored.get(growable, ())) <= set(settings.get(growable, ()))
-        if grown and growable in differing:
+        if growable is not None and set(stored.get(growable, ())) < set(settings.get(growable, ())):
             differing.remove(growable)
-            if not differing:
-                write_atomically(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-                return
         if differing:
             details = ", ".join(f"{key}: {stored.get(key)!r} there, {settings.get(key)!r} now" for key in differing)
             raise ValueError(f"{path.parent} holds an evaluation with other settings ({details}); use another folder")
-        return
+        if stored == settings:
+            return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
