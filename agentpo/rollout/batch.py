@@ -68,8 +68,11 @@ class _Row:
 def collate(episodes: list[Episode], *, pad_token_id: int) -> TrainBatch:
     """Lay ``episodes`` out as rows of tokens (see :class:`TrainBatch`); episodes without turns add no row.
 
+    No turn at all gives a batch of 0 rows and 0 columns: a rank of a data-parallel run may hold
+    nothing to train on and still joins the update.
+
     Raises:
-        ValueError: no episode has a turn, or a turn's log-probs do not match its response length.
+        ValueError: a turn's log-probs do not match its response length.
     """
     rows: list[_Row] = []
     turn_index = 0
@@ -84,10 +87,7 @@ def collate(episodes: list[Episode], *, pad_token_id: int) -> TrainBatch:
                 rows.append(_Row(episode_index))
             rows[-1].append(turn, turn_index)
             turn_index += 1
-    if not rows:
-        raise ValueError("no episode has a turn: nothing to train on")
-
-    shape = (len(rows), max(len(row.ids) for row in rows))
+    shape = (len(rows), max((len(row.ids) for row in rows), default=0))
     batch = TrainBatch(
         input_ids=torch.full(shape, pad_token_id, dtype=torch.long),
         attention_mask=torch.zeros(shape, dtype=torch.long),

@@ -50,7 +50,8 @@ def unit_ids(batch: TrainBatch, scope: str) -> Tensor:
     if scope == "trajectory":
         return batch.token_episode
     if scope == "turn":
-        return batch.token_episode * (int(batch.token_turn.max()) + 1) + batch.token_turn
+        turns = int(batch.token_turn.max()) + 1 if batch.token_turn.numel() else 0
+        return batch.token_episode * turns + batch.token_turn
     raise ValueError(f"unknown aggregation scope {scope!r}; choose trajectory or turn")
 
 

@@ -155,10 +155,12 @@ class DataParallel:
 
     def merge_statistics(self, metrics: dict[str, float], weight: float) -> dict[str, float]:
         """Batch statistics computed on each rank's share, combined: counts (``num_*``) summed, the
-        others averaged with each rank weighted by ``weight`` (e.g. its episode count)."""
+        others averaged with each rank weighted by ``weight`` (e.g. its episode count). A rank of
+        weight 0 (no episodes: its means are NaN) counts only when every rank has weight 0."""
         if not self.enabled:
             return metrics
         shares = self.all_gather((metrics, weight))
+        shares = [(m, w) for m, w in shares if w > 0] or shares
         total = sum(w for _, w in shares) or 1.0
         merged = {}
         for key in metrics:

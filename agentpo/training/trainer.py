@@ -346,7 +346,7 @@ class Trainer:
         signal = None
         if config.train.skip_zero_advantage and algorithm.kl_coef == 0 and algorithm.entropy_coef == 0:
             signal = torch.unique(steps.episode[advantages != 0])
-            skipped = 1.0 - len(signal) / len(episodes)
+            skipped = 1.0 - len(signal) / max(len(episodes), 1)
             metrics.update(self.dp.merge_statistics({"skipped_episode_frac": skipped}, len(episodes)))
 
         batch = collate(episodes, pad_token_id=self.engine.pad_token_id).to(self.device)
@@ -541,7 +541,7 @@ class Trainer:
         """``[N, L]`` log-probs of the action tokens under ``model`` (0 elsewhere), micro-batch by micro-batch."""
         out = torch.zeros_like(batch.old_logprobs)
         episodes = torch.unique(batch.row_episode)
-        micros = chunk(episodes, self.config.train.micro_batch_episodes)
+        micros = [micro for micro in chunk(episodes, self.config.train.micro_batch_episodes) if len(micro)]
         idle = self._idle_passes_needed(model, len(micros))
         for micro in micros:
             rows, cols = block(batch, micro)

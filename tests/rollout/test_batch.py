@@ -58,9 +58,11 @@ def test_full_history_layout_one_row_per_episode() -> None:
     assert batch.row_episode.tolist() == [0, 2]
 
 
-def test_collate_rejects_empty_batches_and_misaligned_logprobs() -> None:
-    with pytest.raises(ValueError, match="nothing to train on"):
-        collate([episode(0, [], full_history=False)], pad_token_id=PAD)
+def test_collate_gives_an_empty_batch_without_turns_and_rejects_misaligned_logprobs() -> None:
+    for episodes in ([], [episode(0, [], full_history=False)]):
+        batch = collate(episodes, pad_token_id=PAD)
+        assert batch.input_ids.shape == batch.action_mask.shape == batch.token_turn.shape == (0, 0)
+        assert batch.row_episode.shape == (0,)
     with pytest.raises(ValueError, match="2 response tokens but 1 log-probs"):
         collate([episode(0, [turn([1], [2, 3], [-1.0])], full_history=False)], pad_token_id=PAD)
 

@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,19 @@ CASES = {
 }
 
 #: Metrics that must equal the single process's (the per-micro-batch diagnostics are means over ranks).
-SAME_METRICS = ("loss", "grad_norm", "success_rate", "reward_mean", "turns", "tokens_generated",
-                "num_groups", "zero_var_group_frac", "env_error_rate", "lr", "p")
+SAME_METRICS = (
+    "loss",
+    "grad_norm",
+    "success_rate",
+    "reward_mean",
+    "turns",
+    "tokens_generated",
+    "num_groups",
+    "zero_var_group_frac",
+    "env_error_rate",
+    "lr",
+    "p",
+)
 
 
 def merge(*dicts: dict) -> dict:
@@ -77,15 +89,19 @@ def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
 
-def single_process_update(run_dir: Path, sections: dict, episodes_file: Path) -> dict:
-    """One iteration in this process; its episodes are stored for the ranks."""
+def single_process_update(run_dir: Path, sections: dict, episodes_file: Path, broken: frozenset = frozenset()) -> dict:
+    """One iteration in this process; its episodes are stored for the ranks (those of the ``broken``
+    groups marked as lost to an env error)."""
     trainer = Trainer(tiny_config(run_dir, **sections))
     try:
         collect = trainer.rollout.collect
         captured = []
 
         def spy(*args: object, **kwargs: object) -> list:
-            episodes = collect(*args, **kwargs)
+            episodes = [
+                replace(e, env_error="RuntimeError: broken game") if e.group_id in broken else e
+                for e in collect(*args, **kwargs)
+            ]
             captured.extend(episodes)
             return episodes
 
@@ -104,12 +120,14 @@ def test_two_ranks_update_like_one_process_on_the_union_of_their_episodes(tmp_pa
         sections = merge(BASE, case)
         episodes = tmp_path / f"{name}.pkl"
         singles[name] = single_process_update(tmp_path / f"single_{name}", sections, episodes)
-        jobs.append({
-            "kind": "update",
-            "config": {**sections, "run_dir": str(tmp_path / f"ranks_{name}")},
-            "episodes": str(episodes),
-            "out": str(tmp_path / f"{name}.pt"),
-        })
+        jobs.append(
+            {
+                "kind": "update",
+                "config": {**sections, "run_dir": str(tmp_path / f"ranks_{name}")},
+                "episodes": str(episodes),
+                "out": str(tmp_path / f"{name}.pt"),
+            }
+        )
     torchrun(tmp_path, jobs)
     for name, single in singles.items():
         ranks = torch.load(tmp_path / f"{name}.pt")
@@ -121,6 +139,27 @@ def test_two_ranks_update_like_one_process_on_the_union_of_their_episodes(tmp_pa
             torch.testing.assert_close(ranks["state"][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
         for key in SAME_METRICS:
             assert ranks["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5, abs=1e-7), f"{name}: {key}"
+
+
+# ~12 s (~35 s on a loaded box): a torchrun launch of 2 ranks plus 1 single-process reference
+def test_a_rank_whose_every_episode_is_lost_to_env_errors_joins_the_update(tmp_path: Path) -> None:
+    # Rank 1's one task is a broken game: it trains on nothing, yet every collective needs it.
+    sections = merge(BASE, CASES["holder_units_micro_kl"])
+    episodes = tmp_path / "broken.pkl"
+    single = single_process_update(tmp_path / "single", sections, episodes, broken=frozenset({2}))
+    job = {
+        "kind": "update",
+        "config": {**sections, "run_dir": str(tmp_path / "ranks")},
+        "episodes": str(episodes),
+        "out": str(tmp_path / "broken.pt"),
+    }
+    torchrun(tmp_path, [job])
+    ranks = torch.load(tmp_path / "broken.pt")
+    assert single["metrics"]["env_error_rate"] == pytest.approx(1 / 3)
+    for key, value in single["state"].items():
+        torch.testing.assert_close(ranks["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key in SAME_METRICS:
+        assert ranks["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5, abs=1e-7), key
 
 
 # ~18 s (~50 s on a loaded box): a torchrun launch of 2 ranks running 3 short trainings
@@ -152,8 +191,9 @@ def validation_runs(tmp_path: Path, kind: str, config: dict) -> tuple[dict, list
     for ranks in (1, 2):
         run = tmp_path / f"ranks_{ranks}"
         torchrun(tmp_path, [{"kind": kind, "config": {**config, "run_dir": str(run)}, "out": str(run)}], ranks=ranks)
-    (single,), ranks = ([json.loads((tmp_path / f"ranks_{n}.rank_{r}.json").read_text()) for r in range(n)]
-                        for n in (1, 2))
+    (single,), ranks = (
+        [json.loads((tmp_path / f"ranks_{n}.rank_{r}.json").read_text()) for r in range(n)] for n in (1, 2)
+    )
     return single, ranks
 
 
@@ -183,13 +223,23 @@ def test_two_ranks_split_the_math_validation_by_batches(tmp_path: Path, math_dat
     # 17 problems in batches of 8: rank 0 solves the first two batches, rank 1 the last (one problem).
     model = build_tiny_model(tmp_path / "tiny", ["the", "answer", "is", "1", "2", "3"], hidden_size=16, num_layers=1)
     gsm8k = {"dataset": "gsm8k", "split": "train", "data_dir": str(math_data_dir)}
-    single, ranks = validation_runs(tmp_path, "validate_math", {
-        "model": {"source": "pretrained", "path": str(model)},
-        "env": {"id": "agentpo/Math-v0", "kwargs": gsm8k},
-        "rollout": {"group_size": 2, "max_turns": 1, "max_new_tokens": 4},
-        "train": {"batch_tasks": 2},
-        "eval": {"tasks": 17, "datasets": ["math500"], "n": 2, "temperature": 1.0, "best_metric": "val/math500/pass@2"},
-    })
+    single, ranks = validation_runs(
+        tmp_path,
+        "validate_math",
+        {
+            "model": {"source": "pretrained", "path": str(model)},
+            "env": {"id": "agentpo/Math-v0", "kwargs": gsm8k},
+            "rollout": {"group_size": 2, "max_turns": 1, "max_new_tokens": 4},
+            "train": {"batch_tasks": 2},
+            "eval": {
+                "tasks": 17,
+                "datasets": ["math500"],
+                "n": 2,
+                "temperature": 1.0,
+                "best_metric": "val/math500/pass@2",
+            },
+        },
+    )
     assert len(single["solved"]) == 17
     assert ranks[0]["solved"] == single["solved"][:16] and ranks[1]["solved"] == single["solved"][16:]
     for rank in ranks:
