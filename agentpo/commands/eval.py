@@ -147,11 +147,13 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
     from agentpo.evaluation.policies import STEP_POLICIES, Agent, ModelAgent, PoolAgent
     from agentpo.evaluation.report import to_markdown, write_report
     from agentpo.evaluation.runner import (
+        GAMES_FILE,
         EvalSettings,
         evaluate_policy,
         held_out_tasks,
         split_label,
     )
+    from agentpo.files import JsonLinesLog
     from agentpo.rollout.transcript import TranscriptFile
 
     policy, rollout = config.eval.policy, config.rollout
@@ -187,7 +189,8 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
         else:
             agent = PoolAgent(pool, STEP_POLICIES[policy]())
         total = len(tasks) * config.eval.seeds
-        with tqdm(total=total, desc=f"{policy} on {settings.split}", unit="game") as bar:
+        played = len(JsonLinesLog(out / GAMES_FILE).read(repair=False))  # a resumed or grown folder's games
+        with tqdm(total=total, initial=played, desc=f"{policy} on {settings.split}", unit="game") as bar:
             try:
                 result = evaluate_policy(
                     agent, tasks, settings, task_types=config.env_spec.task_types, out_dir=out,

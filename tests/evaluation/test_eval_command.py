@@ -59,7 +59,9 @@ def test_more_seeds_extend_a_finished_evaluation_and_fewer_are_refused(
     out = ["--out", str(tmp_path)]
     assert _run([*base, "eval.seeds=1", *out]) == 0
     first = (tmp_path / "games.jsonl").read_text().splitlines()
+    capsys.readouterr()
     assert _run([*base, "eval.seeds=3", *out]) == 0
+    assert "| 5/15 [" in capsys.readouterr().err  # the progress bar starts at the games already played
     games = (tmp_path / "games.jsonl").read_text().splitlines()
     assert games[:5] == first and len(games) == 15  # the seed-0 games are kept, not replayed
     assert sorted({json.loads(line)["seed"] for line in games}) == [0, 1, 2]
