@@ -61,7 +61,9 @@ def split_episodes(num_episodes: int, parts: int, generator: torch.Generator) ->
 
 
 def chunk(episodes: Tensor, size: int) -> list[Tensor]:
-    """Consecutive groups of ``size`` episodes (``size`` 0: one group with all of them)."""
+    """Consecutive groups of ``size`` episodes (``size`` 0: one group with all of them; none without episodes)."""
+    if not len(episodes):
+        return []
     return list(episodes.split(size)) if size > 0 else [episodes]
 
 

@@ -481,7 +481,7 @@ class Trainer:
         micro_metrics = []
         if signal is not None:  # after the normalisers, which count every episode of the minibatch
             episodes = episodes[torch.isin(episodes, signal.to(episodes.device))]
-        micros = [micro for micro in chunk(episodes, config.train.micro_batch_episodes) if len(micro)]
+        micros = chunk(episodes, config.train.micro_batch_episodes)
         idle = self._idle_passes_needed(self.model, len(micros))
         for micro in micros:
             mb = micro_batch(
@@ -541,7 +541,7 @@ class Trainer:
         """``[N, L]`` log-probs of the action tokens under ``model`` (0 elsewhere), micro-batch by micro-batch."""
         out = torch.zeros_like(batch.old_logprobs)
         episodes = torch.unique(batch.row_episode)
-        micros = [micro for micro in chunk(episodes, self.config.train.micro_batch_episodes) if len(micro)]
+        micros = chunk(episodes, self.config.train.micro_batch_episodes)
         idle = self._idle_passes_needed(model, len(micros))
         for micro in micros:
             rows, cols = block(batch, micro)
