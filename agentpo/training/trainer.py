@@ -117,11 +117,6 @@ class Trainer:
         # One process, or this rank of a torchrun job (each rank collects its share of the tasks).
         self.dp = DataParallel.from_environment(resolve_device(config.train.device))
         self.device = self.dp.device
-        if self.dp.enabled and config.train.max_rollout_batches > 1:
-            raise ValueError(
-                "train.max_rollout_batches > 1 (dynamic sampling) runs on one process only: under torchrun a rank "
-                "that finds no group with a signal would have nothing to train on; use 1"
-            )
         if self.dp.is_main:  # rank 0 checks and prepares the run folder (and builds a tiny initial model)
             prepare_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
         else:
@@ -398,14 +393,16 @@ class Trainer:
 
         One batch of B tasks x G attempts; an episode lost to an env error says nothing about the
         policy, so it is counted (``env_error_rate``) but not trained on. With
-        ``train.max_rollout_batches`` > 1 (DAPO's dynamic sampling, one process only), groups whose
-        every advantage is 0 are dropped too, and batches of fresh tasks are played until B groups
-        with a signal are found or the limit is reached; the update trains on the first B.
+        ``train.max_rollout_batches`` > 1 (DAPO's dynamic sampling), groups whose every advantage is 0
+        are dropped too, and batches of fresh tasks are played until B groups with a signal are found
+        over all ranks or the limit is reached; the update trains on the first B, in the order of the
+        batches and of the tasks within a batch (so N ranks keep the groups one process would).
         """
         config = self.config
         limit, size = config.train.max_rollout_batches, config.train.batch_tasks
         played: list[Episode] = []
-        kept: list[Episode] = []
+        found: list[list[Episode]] = []  # this rank's groups with a signal, one list per batch
+        signal_groups = 0.0  # over all ranks
         for index in range(limit):
             task_seeds = rng.integers(0, config.eval.first_seed, size=size).tolist()
             # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
@@ -417,14 +414,25 @@ class Trainer:
                 return played, batch
             # Group ids restart at 0 in each batch; offsetting them keeps the batches' groups apart.
             batch = [replace(e, group_id=e.group_id + index * size) for e in batch]
-            kept += with_signal(batch, *self._advantages(batch)[:2])
-            if len({e.group_id for e in kept}) >= size:
+            found.append(with_signal(batch, *self._advantages(batch)[:2]))
+            (new,) = self.dp.sum(len({e.group_id for e in found[-1]}))
+            signal_groups += new
+            if signal_groups >= size:
                 break
-        groups = sorted({e.group_id for e in kept})
-        metrics["rollout_batches"] = index + 1
-        metrics["signal_group_frac"] = len(groups) / ((index + 1) * size)
-        first = set(groups[:size])
-        return played, [e for e in kept if e.group_id in first]
+        metrics["rollout_batches"] = len(found)
+        metrics["signal_group_frac"] = signal_groups / (len(found) * size)
+        # The first B groups over all ranks: batch by batch, and within a batch rank by rank (each
+        # rank's share is a contiguous block of the batch's tasks, rank 0's first).
+        counts = self.dp.all_gather([len({e.group_id for e in episodes}) for episodes in found])
+        quota, kept = size, []
+        for batch_index, episodes in enumerate(found):
+            for rank, rank_counts in enumerate(counts):
+                take = min(rank_counts[batch_index], quota)
+                quota -= take
+                if rank == self.dp.rank:
+                    first = set(sorted({e.group_id for e in episodes})[:take])
+                    kept += [e for e in episodes if e.group_id in first]
+        return played, kept
 
     def _advantages(self, episodes: list[Episode]) -> tuple[StepRewards, Tensor, dict[str, Tensor]]:
         """The turns' rewards, their advantages (one per turn) and the estimator's metrics."""

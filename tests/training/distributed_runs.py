@@ -3,7 +3,7 @@
 ``JOBS.json`` lists jobs, run in order in the same process group:
 
 * ``{"kind": "update", "config": {...}, "episodes": PICKLE, "out": FILE}``: one iteration whose
-  rollout is replaced by the stored episodes of the rank's share of the tasks; rank 0 writes the
+  rollout batches are replaced by the stored ones (the rank's share of their tasks); rank 0 writes the
   gathered weights and the iteration's metrics to ``out`` (``torch.save``).
 * ``{"kind": "train", "config": {...}, "resume": bool}``: a whole run (or its resumption).
 * ``{"kind": "validate", "config": {...}, "out": PREFIX}``: :func:`validate_twice` on the initial policy;
@@ -32,14 +32,15 @@ from agentpo.training.trainer import Trainer
 
 
 def stored_rollout(trainer: Trainer, episodes_file: str):
-    """A stand-in for ``RolloutManager.collect`` that hands back the stored episodes of the tasks asked for."""
+    """A stand-in for ``RolloutManager.collect`` that hands back, call by call, the stored episodes of the
+    tasks asked for."""
     with open(episodes_file, "rb") as f:
-        episodes = pickle.load(f)  # noqa: S301 - the test's own file, written moments before
+        batches = iter(pickle.load(f))  # noqa: S301 - the test's own file, written moments before
     batch_tasks = trainer.config.train.batch_tasks
 
     def collect(task_seeds: list[int], **_: object) -> list:
         groups = trainer.dp.share(list(range(batch_tasks)))  # the rank's tasks, as Trainer.train_step shares them
-        mine = [e for e in episodes if e.group_id in groups]
+        mine = [e for e in next(batches) if e.group_id in groups]
         assert sorted({e.task_seed for e in mine}) == sorted(set(task_seeds)), "the share differs from the trainer's"
         return mine
 

@@ -2,7 +2,7 @@
 
 One iteration on 2 ranks must give the weights and metrics of one process trained on the union of
 the ranks' episodes (3 tasks: 2 on rank 0, 1 on rank 1, so token counts differ per rank), with
-micro-batching, unit and token normalisers and the reference KL. A 2-rank run must resume exactly,
+micro-batching, unit and token normalisers, the reference KL and dynamic sampling. A 2-rank run must resume exactly,
 and a checkpoint refuses another world size. Validation on 2 ranks plays each game once, on one rank,
 and reports the single process's metrics on every rank.
 """
@@ -44,6 +44,11 @@ CASES = {
         "train": {"minibatches": 3, "micro_batch_episodes": 0},
         "algorithm": {"loss": "grpo", "agg_mode": "token-mean", "scope": "turn"},
     },
+    # Dynamic sampling: seed 8 finds groups 1, 2 of batch 1 and 0, 1, 2 of batch 2; the first 3 are
+    # rank 0's group 1 and rank 1's group 2 of batch 1, then rank 0's group 0 of batch 2 (not its
+    # group 1: task order, not rank order). One minibatch, because the ranks' episodes in rank order
+    # are not one process's list in batch order, so a shuffled split would differ.
+    "dynamic_sampling": {"train": {"max_rollout_batches": 4, "minibatches": 1, "seed": 8}},
 }
 
 #: Metrics that must equal the single process's (the per-micro-batch diagnostics are means over ranks).
@@ -90,8 +95,8 @@ def torchrun(tmp_path: Path, jobs: list[dict], ranks: int = 2) -> None:
 
 
 def single_process_update(run_dir: Path, sections: dict, episodes_file: Path, broken: frozenset = frozenset()) -> dict:
-    """One iteration in this process; its episodes are stored for the ranks (those of the ``broken``
-    groups marked as lost to an env error)."""
+    """One iteration in this process; the episodes of each rollout batch are stored for the ranks (those
+    of the ``broken`` groups marked as lost to an env error)."""
     trainer = Trainer(tiny_config(run_dir, **sections))
     try:
         collect = trainer.rollout.collect
@@ -102,7 +107,7 @@ def single_process_update(run_dir: Path, sections: dict, episodes_file: Path, br
                 replace(e, env_error="RuntimeError: broken game") if e.group_id in broken else e
                 for e in collect(*args, **kwargs)
             ]
-            captured.extend(episodes)
+            captured.append(episodes)
             return episodes
 
         trainer.rollout.collect = spy
@@ -134,6 +139,10 @@ def test_two_ranks_update_like_one_process_on_the_union_of_their_episodes(tmp_pa
         initial = load_file(tmp_path / f"single_{name}" / "init_model" / "model.safetensors")
         moved = max(float((single["state"][k] - initial[k]).abs().max()) for k in initial)
         assert moved > 1e-4, f"{name}: the update did not move the weights; the comparison would be empty"
+        if name == "dynamic_sampling":
+            dapo = single["metrics"]
+            found = round(dapo["signal_group_frac"] * dapo["rollout_batches"] * 3)
+            assert (dapo["rollout_batches"], found, dapo["num_groups"]) == (2, 5, 3), "setup changed: pick another seed"
         assert ranks["state"].keys() == single["state"].keys()
         for key, value in single["state"].items():
             torch.testing.assert_close(ranks["state"][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
