@@ -32,8 +32,13 @@ CASES = {
 
 def run_case(launcher: list[str], steps: int, run_dir: Path) -> dict[str, float]:
     """Train the quick start for ``steps`` iterations; its iterations per second and wall seconds."""
-    overrides = [f"train.steps={steps}", "eval.tasks=0", "logging.progress=false", "logging.tensorboard=false",
-                 f"run_dir={run_dir}"]
+    overrides = [
+        f"train.steps={steps}",
+        "eval.tasks=0",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        f"run_dir={run_dir}",
+    ]
     command = [*launcher, "train", "--config", str(REPO / "configs" / "quickstart.yaml"), *overrides]
     started = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -55,7 +60,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
                 out = run_case(CASES[name], args.steps, Path(tmp) / f"{name.replace(' ', '_')}_{repeat}")
                 results[name].append(out)
                 print(f"repeat {repeat} {name}: {out['it_per_s']:.2f} it/s, wall {out['wall_s']:.1f} s", flush=True)
@@ -64,8 +69,10 @@ def main() -> None:
     median = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for name, rows in results.items()}
     for name in names:
         print(f"| {name} | {median[name]['it_per_s']:.2f} | {median[name]['wall_s']:.1f} |")
-    print("\nspeed-up (iterations/s, 2 ranks / 1 rank): "
-          f"{median['2 ranks']['it_per_s'] / median['1 rank']['it_per_s']:.2f}x")
+    print(
+        "\nspeed-up (iterations/s, 2 ranks / 1 rank): "
+        f"{median['2 ranks']['it_per_s'] / median['1 rank']['it_per_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -241,9 +241,22 @@ def measure_pool(case: str, games: list[str], cache_dir: str) -> dict[str, Any]:
 def run_child(case: str, games: list[str], cache_dir: str, repeats: int = 1) -> dict[str, Any]:
     """Runs one case in a fresh Python process and returns its measurements."""
     out = subprocess.run(
-        [sys.executable, __file__, "--case", case, "--cache-dir", cache_dir, "--game-list", json.dumps(games),
-         "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            __file__,
+            "--case",
+            case,
+            "--cache-dir",
+            cache_dir,
+            "--game-list",
+            json.dumps(games),
+            "--repeats",
+            str(repeats),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -252,8 +265,14 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def table(engines: dict[str, dict[str, Any]], overhead: dict[str, Any], pools: dict[str, list[dict[str, Any]]],
-          games: int, pool_games: int, loads: list[float]) -> str:
+def table(
+    engines: dict[str, dict[str, Any]],
+    overhead: dict[str, Any],
+    pools: dict[str, list[dict[str, Any]]],
+    games: int,
+    pool_games: int,
+    loads: list[float],
+) -> str:
     raw, fast, warm = engines["raw"], engines["agentpo"], engines["agentpo-warm"]
     rows = [
         "| case | new game: reset (s) | replay: reset (s) | steps/s | peak RSS (MiB) |",

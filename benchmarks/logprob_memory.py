@@ -76,8 +76,10 @@ def main() -> None:
             shape = (args.vocab, args.rows, args.tokens, args.response, budget, args.repeats)
             results.append((label, pool.apply(run_case, shape)))
     reference = results[0][1]["logprobs"]
-    print(f"{args.rows} rows x {args.tokens} tokens ({args.response} action tokens each), vocabulary {args.vocab}: "
-          f"one fp32 copy of the action positions' logits is {logits_mib:.0f} MiB; fp32, 1 thread")
+    print(
+        f"{args.rows} rows x {args.tokens} tokens ({args.response} action tokens each), vocabulary {args.vocab}: "
+        f"one fp32 copy of the action positions' logits is {logits_mib:.0f} MiB; fp32, 1 thread"
+    )
     print("| case | forward + backward s | peak extra memory MiB | max abs log-prob difference to full |")
     print("|---|---|---|---|")
     for label, result in results:

@@ -288,8 +288,9 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append(f"| {workload} | {size} | {case} | not run: {group[0]['error']} |" + " |" * 9)
             continue
 
-        def speedup(reference: str, per_repeat: bool, done: list[dict[str, Any]] = done,
-                    key: tuple[str, str] = (workload, size)) -> str:
+        def speedup(
+            reference: str, per_repeat: bool, done: list[dict[str, Any]] = done, key: tuple[str, str] = (workload, size)
+        ) -> str:
             """Median over repeats of episodes/s relative to ``reference``'s run in the same repeat."""
             base = {r["repeat"]: r for r in runs.get((*key, reference), []) if "error" not in r}
             ratios = [r["episodes_per_s"] / base[r["repeat"]]["episodes_per_s"] for r in done if r["repeat"] in base]
@@ -351,9 +352,15 @@ def main() -> None:
                     shift = repeat % len(args.cases)  # each repeat starts with another case
                     for case in args.cases[shift:] + args.cases[:shift]:
                         spec = {
-                            "case": case, "workload": workload, "size": size, "model_dir": models[size],
-                            "data_dir": data_dir, "games": games or workload_size["games"], "envs": args.envs,
-                            "workers": args.workers, **{k: v for k, v in workload_size.items() if k != "games"},
+                            "case": case,
+                            "workload": workload,
+                            "size": size,
+                            "model_dir": models[size],
+                            "data_dir": data_dir,
+                            "games": games or workload_size["games"],
+                            "envs": args.envs,
+                            "workers": args.workers,
+                            **{k: v for k, v in workload_size.items() if k != "games"},
                         }
                         result = {**run_in_subprocess(spec, args.timeout), "repeat": repeat}
                         result.pop("games", None)
@@ -361,8 +368,10 @@ def main() -> None:
                         results.append(result)
                         print(json.dumps(result), file=sys.stderr, flush=True)
     load = os.getloadavg()
-    print(f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; "
-          f"{args.repeats} repeats; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    print(
+        f"workload per row: {workload_size}; {args.envs} env slots, {args.workers} env workers; "
+        f"{args.repeats} repeats; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+    )
     print(table(results))
     if args.out:
         Path(args.out).write_text(json.dumps({"workload": workload_size, "results": results}, indent=1) + "\n")

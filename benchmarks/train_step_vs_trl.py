@@ -269,17 +269,25 @@ def main() -> None:
         rows.append((size, *(statistics.median(x[1:]) for x in (t.trl, t.fair, t.default, t.floor)), t.flops))
 
     checkpointing = "off" if args.trl_no_checkpointing else "on (its default)"
-    print(f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
-          f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}")
-    print(f"arithmetic bound: FLOPs of agentpo's step at this core's best fp32 GEMM rate "
-          f"({gemm_rate / 1e9:.0f} GFLOP/s, 1024^3); TRL / bound caps the lead removing overhead could give")
-    print("| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
-          "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor | arithmetic bound | TRL / bound |")
+    print(
+        f"batch: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens each side, fp32, 1 thread, "
+        f"{args.steps} timed steps each (medians, s/step); TRL gradient checkpointing {checkpointing}"
+    )
+    print(
+        f"arithmetic bound: FLOPs of agentpo's step at this core's best fp32 GEMM rate "
+        f"({gemm_rate / 1e9:.0f} GFLOP/s, 1024^3); TRL / bound caps the lead removing overhead could give"
+    )
+    print(
+        "| model (hidden, layers) | TRL GRPOTrainer | agentpo, 1 minibatch | TRL / agentpo "
+        "| agentpo K=2, recompute | TRL / agentpo K=2 | bare-loop floor | arithmetic bound | TRL / bound |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for (hidden, layers, _), trl, fair, default, floor, flops in rows:
         bound = flops / gemm_rate
-        print(f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} "
-              f"| {trl / default:.2f}x | {floor:.3f} | {bound:.3f} | {trl / bound:.2f}x |")
+        print(
+            f"| {hidden}, {layers} | {trl:.3f} | {fair:.3f} | {trl / fair:.2f}x | {default:.3f} "
+            f"| {trl / default:.2f}x | {floor:.3f} | {bound:.3f} | {trl / bound:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

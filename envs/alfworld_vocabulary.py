@@ -52,9 +52,7 @@ def alfworld_vocabulary() -> tuple[str, ...]:
     texts = [_literal_text(rhs) for rhs in _RHS.findall(grammar)]
     texts += [_EXPRESSION.sub(" ", template) for template in _COMMAND_TEMPLATE.findall(grammar)]
     texts += [
-        _EXPRESSION.sub(" ", template)
-        for goal in goal_library.gdict.values()
-        for template in goal.get("templates", [])
+        _EXPRESSION.sub(" ", template) for goal in goal_library.gdict.values() for template in goal.get("templates", [])
     ]
     texts += ENGINE_FEEDBACK
     names = {*constants.OBJECTS, *constants.OBJECTS_SINGULAR, *constants.OBJECTS_PLURAL}

@@ -91,9 +91,7 @@ class TextSpace(Text):
 
     def __eq__(self, other: Any) -> bool:
         return (
-            isinstance(other, TextSpace)
-            and self.min_length == other.min_length
-            and self.max_length == other.max_length
+            isinstance(other, TextSpace) and self.min_length == other.min_length and self.max_length == other.max_length
         )
 
 

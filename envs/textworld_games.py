@@ -54,8 +54,15 @@ CHALLENGES: dict[str, dict[str, Any]] = {
     "treasure_hunter": {"level": 1},
     "simple": {"rewards": "dense", "goal": "detailed", "test": False},
     "cooking": {
-        "recipe": 1, "take": 0, "go": 1, "open": False, "cook": False, "cut": False, "drop": False,
-        "recipe_seed": 0, "split": "train",
+        "recipe": 1,
+        "take": 0,
+        "go": 1,
+        "open": False,
+        "cook": False,
+        "cut": False,
+        "drop": False,
+        "recipe_seed": 0,
+        "split": "train",
     },
 }
 

@@ -54,9 +54,20 @@ def test_defaults_come_from_the_spec(env_id: str) -> None:
 def test_train_eval_and_play_a_user_env(env_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
     train = [
-        "train", f"env.id={env_id}", "model.source=tiny", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
-        "model.tiny.num_heads=2", "train.steps=2", "train.batch_tasks=2", "rollout.group_size=2", "eval.tasks=4",
-        "logging.tensorboard=false", "logging.progress=false", "logging.transcripts_every=1", f"run_dir={run_dir}",
+        "train",
+        f"env.id={env_id}",
+        "model.source=tiny",
+        "model.tiny.hidden_size=32",
+        "model.tiny.num_layers=1",
+        "model.tiny.num_heads=2",
+        "train.steps=2",
+        "train.batch_tasks=2",
+        "rollout.group_size=2",
+        "eval.tasks=4",
+        "logging.tensorboard=false",
+        "logging.progress=false",
+        "logging.transcripts_every=1",
+        f"run_dir={run_dir}",
     ]
     assert main(train) == 0
     transcript = (run_dir / "transcripts" / "step_000002.txt").read_text()

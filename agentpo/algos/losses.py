@@ -292,9 +292,7 @@ def policy_loss(name: str) -> PolicyLossFn:
     return POLICY_LOSSES.get(name)
 
 
-def _sequence_clip(
-    inp: PolicyLossInput, settings: PolicyLossSettings, p: float
-) -> tuple[Tensor, dict[str, Tensor]]:
+def _sequence_clip(inp: PolicyLossInput, settings: PolicyLossSettings, p: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip the unit's Hölder mean ρ_p pessimistically; objective A·clip(ρ_p) per unit."""
     batch = TokenBatch.of(inp)
     segments = batch.segments

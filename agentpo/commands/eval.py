@@ -193,7 +193,11 @@ def _run_episodes(config: Config, args: argparse.Namespace) -> int:
         with tqdm(total=total, initial=played, desc=f"{policy} on {settings.split}", unit="game") as bar:
             try:
                 result = evaluate_policy(
-                    agent, tasks, settings, task_types=config.env_spec.task_types, out_dir=out,
+                    agent,
+                    tasks,
+                    settings,
+                    task_types=config.env_spec.task_types,
+                    out_dir=out,
                     on_result=lambda _: bar.update(),
                 )
             except ValueError as err:  # a resumed folder with other settings
@@ -241,7 +245,12 @@ def _run_datasets(config: Config, args: argparse.Namespace) -> int:
     with MathGrader() as grader, tqdm(total=problems, desc="math", unit="problem") as bar:
         try:
             result = evaluate_math(
-                solver, settings, grader, data_dir=data_dir, batch_size=config.train.batch_tasks, out_dir=out,
+                solver,
+                settings,
+                grader,
+                data_dir=data_dir,
+                batch_size=config.train.batch_tasks,
+                out_dir=out,
                 on_batch=bar.update,
             )
         except ValueError as err:  # a resumed folder with other settings

@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     if args.dry_run:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        print(f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer "
-              "steps")
+        print(
+            f"config OK: {config.episodes_per_batch} episodes per iteration, {config.optimizer_steps} optimizer steps"
+        )
         return 0
 
     from agentpo.training.run_folder import check_run_folder

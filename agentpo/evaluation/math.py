@@ -296,7 +296,13 @@ def evaluate_math(
     for dataset in settings.datasets:
         problems = load_problems(dataset, settings.split, data_dir, limit=settings.limit)
         score, _ = evaluate_benchmark(
-            solver, problems, grader, n=settings.n, seed=settings.seed, batch_size=batch_size, log=log,
+            solver,
+            problems,
+            grader,
+            n=settings.n,
+            seed=settings.seed,
+            batch_size=batch_size,
+            log=log,
             on_batch=on_batch,
         )
         scores.append(score)

@@ -189,9 +189,7 @@ def best_model_dir(run_dir: str | Path) -> Path | None:
     return None if best is None else Path(run_dir) / CHECKPOINT_DIR / best["path"] / "model"
 
 
-def save_best(
-    run_dir: str | Path, step: int, *, metric: str, value: float, model: Any, tokenizer: Any
-) -> Path:
+def save_best(run_dir: str | Path, step: int, *, metric: str, value: float, model: Any, tokenizer: Any) -> Path:
     """Keep the policy of ``step`` as the run's best (its ``metric`` scored ``value``); return its model folder.
 
     ``model`` is anything with transformers' ``save_pretrained``.
@@ -224,4 +222,3 @@ def _remove_other_bests(root: Path, keep: str | None) -> None:
     for folder in root.iterdir():
         if folder.is_dir() and folder.name.startswith(_BEST_PREFIX) and folder.name != keep:
             shutil.rmtree(folder)
-

@@ -143,8 +143,14 @@ def token_logprobs(
             # Column t is predicted from the hidden state at t - 1 (the output holds columns start ..).
             states = hidden[row[part], column[part] - 1 - start]
             lp, ent = checkpoint(
-                _head_logprobs, head, states, input_ids[row[part], column[part]], temperature, with_entropy,
-                entropy_grad, use_reentrant=False,
+                _head_logprobs,
+                head,
+                states,
+                input_ids[row[part], column[part]],
+                temperature,
+                with_entropy,
+                entropy_grad,
+                use_reentrant=False,
             )
             picked.append(lp)
             entropies.append(ent)

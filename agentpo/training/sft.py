@@ -164,13 +164,16 @@ def detour(admissible: list[str], rng: np.random.Generator, *, previous: str | N
     if previous is not None and previous not in allowed and rng.random() < 0.5:
         return previous
     actions = [action.split() for action in admissible]
-    swaps = sorted({
-        " ".join([*action[:place], other[place], *action[place + 1 :]])
-        for action in actions
-        for other in actions
-        if len(other) == len(action) and other[0] == action[0]
-        for place in range(1, len(action))
-    } - allowed)
+    swaps = sorted(
+        {
+            " ".join([*action[:place], other[place], *action[place + 1 :]])
+            for action in actions
+            for other in actions
+            if len(other) == len(action) and other[0] == action[0]
+            for place in range(1, len(action))
+        }
+        - allowed
+    )
     return swaps[int(rng.integers(len(swaps)))] if swaps else None
 
 
@@ -197,9 +200,7 @@ class SftRow:
     loss_mask: list[int]
 
 
-def render_episode(
-    episode: ExpertEpisode, builder: PromptBuilder, *, history: int, response: str
-) -> list[SftRow]:
+def render_episode(episode: ExpertEpisode, builder: PromptBuilder, *, history: int, response: str) -> list[SftRow]:
     """The rows the rollout would produce had the policy answered ``response`` with each expert action.
 
     Steps not imitated (detours) add no loss tokens but stay in the history of the steps after them.
@@ -320,7 +321,10 @@ class SftTrainer:
             self.start_step = load_trainer_state(checkpoint, optimizer=self.optimizer, scheduler=self.scheduler)
         save_config(config, self.run_dir / "config.yaml")
         self.logger = MetricsLogger(
-            self.run_dir, config.logging, total_steps=self.total_steps, start_step=self.start_step,
+            self.run_dir,
+            config.logging,
+            total_steps=self.total_steps,
+            start_step=self.start_step,
             run_config=config.to_dict(),
         )
 
@@ -335,8 +339,12 @@ class SftTrainer:
             episodes = load_episodes(path)
         else:
             episodes = play_expert(
-                config.env.id, config.env.kwargs, config.sft.tasks, num_workers=config.env.num_workers,
-                noise=config.sft.noise, seed=config.train.seed,
+                config.env.id,
+                config.env.kwargs,
+                config.sft.tasks,
+                num_workers=config.env.num_workers,
+                noise=config.sft.noise,
+                seed=config.train.seed,
             )
             save_episodes(episodes, path)
         if not episodes:
@@ -366,8 +374,13 @@ class SftTrainer:
             every = config.train.checkpoint_every
             if (every and step % every == 0) or step == self.total_steps:
                 save_checkpoint(
-                    self.run_dir, step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
-                    scheduler=self.scheduler, keep=config.train.keep_checkpoints,
+                    self.run_dir,
+                    step,
+                    model=self.model,
+                    tokenizer=self.tokenizer,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    keep=config.train.keep_checkpoints,
                 )
         return self.save_final()
 

@@ -503,7 +503,11 @@ class Trainer:
             )
             with self._autocast():
                 logprobs, maybe_entropy = self._action_logprobs(
-                    self.model, mb.input_ids, mb.attention_mask, mb.action_mask, with_entropy=True,
+                    self.model,
+                    mb.input_ids,
+                    mb.attention_mask,
+                    mb.action_mask,
+                    with_entropy=True,
                     entropy_grad=algorithm.entropy_coef > 0,
                 )
                 entropy = cast(Tensor, maybe_entropy)  # asked for with_entropy=True

@@ -109,7 +109,7 @@ def test_padding_does_not_change_loss(shape, p, name, pad_cols, pad_rows):
 
     def pad(values: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         wide = torch.cat([values, fill[:rows, :pad_cols]], dim=1)
-        return torch.cat([wide, fill[: pad_rows, : length + pad_cols]], dim=0)
+        return torch.cat([wide, fill[:pad_rows, : length + pad_cols]], dim=0)
 
     noise = torch.randn(rows + pad_rows, length + pad_cols, generator=gen, dtype=torch.float64) * 50
     padded = Batch(
@@ -163,6 +163,7 @@ def test_micro_batch_losses_add_up_to_minibatch_loss(shape, p, name, agg_mode, s
 
 # --- r ≡ 1: p cannot matter ------------------------------------------------------------------------
 
+
 def on_policy(batch: Batch) -> Batch:
     return replace(batch, logprobs=batch.old_logprobs.clone().requires_grad_(True))
 
@@ -189,6 +190,7 @@ def test_off_policy_gradient_depends_on_p():
 
 
 # --- special cases of p ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(3))
 def test_p_one_unclipped_is_grpo_seq_mean_token_mean(seed):
@@ -233,4 +235,3 @@ def test_empty_batch_gives_zero_loss_and_gradient():
         (grad,) = torch.autograd.grad(loss, batch.logprobs)
         assert loss.item() == 0.0 and not grad.any()
         assert all(torch.isfinite(value) for value in metrics.values())
-

@@ -111,7 +111,16 @@ def test_expert_plan_survives_observing_and_ends_off_the_walkthrough(make_env, a
 
 
 ODD_ACTIONS = [
-    "", " ", "\n\n", "x" * 200_000, "héllo wörld ✓ 你好", "go to\nbed 1", "\x00\x01", "put", "move", "#intro#"
+    "",
+    " ",
+    "\n\n",
+    "x" * 200_000,
+    "héllo wörld ✓ 你好",
+    "go to\nbed 1",
+    "\x00\x01",
+    "put",
+    "move",
+    "#intro#",
 ]
 
 

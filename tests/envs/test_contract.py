@@ -97,9 +97,7 @@ def test_same_seed_same_episode(env_id: str, request: pytest.FixtureRequest) -> 
 
 
 @pytest.mark.parametrize("env_id", PARAMS)
-def test_any_string_is_a_legal_action_and_info_keeps_the_contract(
-    env_id: str, request: pytest.FixtureRequest
-) -> None:
+def test_any_string_is_a_legal_action_and_info_keeps_the_contract(env_id: str, request: pytest.FixtureRequest) -> None:
     env = make(env_id, request)
     _, info = env.reset(seed=0)
     assert_info_contract(info)

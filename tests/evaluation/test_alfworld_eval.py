@@ -116,8 +116,9 @@ def test_interrupted_evaluation_resumes_without_redoing_or_losing_games(
         assert resumed_text == straight_text, name
 
     with pytest.raises(ValueError, match="policy: 'random' there, 'expert' now"):
-        evaluate_policy(PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 3, seeds=(0, 1)),
-                        out_dir=resumed_dir)
+        evaluate_policy(
+            PoolAgent(pool, ExpertPolicy()), game_paths, _settings("expert", 3, seeds=(0, 1)), out_dir=resumed_dir
+        )
 
 
 def test_model_agent_plays_through_the_rollout_manager(
@@ -134,8 +135,9 @@ def test_model_agent_plays_through_the_rollout_manager(
     model_dir = build_tiny_model(tmp_path / "model", words, hidden_size=32, num_layers=1, num_heads=2)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     engine = TransformersEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
-    settings = RolloutSettings(group_size=1, max_turns=3, history=2, sampling=SamplingParams(max_new_tokens=6),
-                               prompt="alfworld")
+    settings = RolloutSettings(
+        group_size=1, max_turns=3, history=2, sampling=SamplingParams(max_new_tokens=6), prompt="alfworld"
+    )
     agent = ModelAgent(RolloutManager(engine, tokenizer, pool, settings))
     result = evaluate_policy(agent, game_paths, _settings("model", 2))
     assert [r.task_type for r in result.results] == ["look", "pick"]  # key order: look_at... < pick_and...
@@ -146,8 +148,9 @@ def test_model_agent_plays_through_the_rollout_manager(
         ModelAgent(RolloutManager(engine, tokenizer, pool, RolloutSettings(group_size=2, prompt="alfworld")))
 
 
-def test_a_game_the_env_cannot_play_counts_as_lost_and_is_reported(pool: EnvPool, game_paths: list[HeldOutTask],
-                                                                   tmp_path: Path) -> None:
+def test_a_game_the_env_cannot_play_counts_as_lost_and_is_reported(
+    pool: EnvPool, game_paths: list[HeldOutTask], tmp_path: Path
+) -> None:
     broken = tmp_path / "pick_and_place_simple-Pen-None-Desk-1" / "trial_T0" / "game.tw-pddl"
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json", encoding="utf-8")

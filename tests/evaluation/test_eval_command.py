@@ -19,13 +19,22 @@ def _run(argv: list[str]) -> int:
 
 @pytest.mark.alfworld
 def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Path) -> None:
-    argv = ["env.id=agentpo/ALFWorld-v0", f"env.kwargs.data_dir={alfworld_data_dir}", "env.num_workers=2",
-            "eval.policy=expert", "eval.tasks=6", "train.batch_tasks=2", "--out", str(tmp_path)]
+    argv = [
+        "env.id=agentpo/ALFWorld-v0",
+        f"env.kwargs.data_dir={alfworld_data_dir}",
+        "env.num_workers=2",
+        "eval.policy=expert",
+        "eval.tasks=6",
+        "train.batch_tasks=2",
+        "--out",
+        str(tmp_path),
+    ]
     assert _run(argv) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["table"]["all"]["success_rate_mean"] == 1.0
-    assert {column: report["table"][column]["games"] for column in ("pick", "look", "clean", "heat", "cool", "pick2")} \
-        == dict.fromkeys(("pick", "look", "clean", "heat", "cool", "pick2"), 1)
+    assert {
+        column: report["table"][column]["games"] for column in ("pick", "look", "clean", "heat", "cool", "pick2")
+    } == dict.fromkeys(("pick", "look", "clean", "heat", "cool", "pick2"), 1)
     assert (tmp_path / "eval.md").read_text().startswith("# ALFWorld evaluation: valid_unseen")
     assert (tmp_path / "eval.png").stat().st_size > 0
     # A second run on the same folder finds every game done and plays none.
@@ -83,10 +92,19 @@ def test_a_model_on_corridor_writes_transcripts_of_its_first_games(tmp_path: Pat
     from agentpo.envs.corridor import CorridorEnv
     from agentpo.models.tiny import build_tiny_model
 
-    model_dir = build_tiny_model(tmp_path / "model", CorridorEnv.vocabulary(), hidden_size=32, num_layers=1,
-                                 num_heads=2)
-    argv = [f"model.path={model_dir}", "env.id=agentpo/Corridor-v0", "eval.tasks=3", "eval.transcripts=2",
-            "rollout.max_turns=2", "rollout.max_new_tokens=4", "--out", str(tmp_path / "eval")]
+    model_dir = build_tiny_model(
+        tmp_path / "model", CorridorEnv.vocabulary(), hidden_size=32, num_layers=1, num_heads=2
+    )
+    argv = [
+        f"model.path={model_dir}",
+        "env.id=agentpo/Corridor-v0",
+        "eval.tasks=3",
+        "eval.transcripts=2",
+        "rollout.max_turns=2",
+        "rollout.max_new_tokens=4",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert _run(argv) == 0
     text = (tmp_path / "eval" / "transcripts.txt").read_text()
     assert text.count("=== episode") == 2 and text.count("--- turn 1") == 2
@@ -97,11 +115,22 @@ def test_a_model_on_corridor_writes_transcripts_of_its_first_games(tmp_path: Pat
 def test_a_model_plays_alfworld_in_async_mode(alfworld_data_dir: Path, tmp_path: Path) -> None:
     from agentpo.models.tiny import build_tiny_model
 
-    model_dir = build_tiny_model(tmp_path / "model", ["<", ">", "/", "action", "look", "go", "to"],
-                                 hidden_size=32, num_layers=1, num_heads=2)
-    argv = [f"model.path={model_dir}", "env.id=agentpo/ALFWorld-v0", f"env.kwargs.data_dir={alfworld_data_dir}",
-            "env.num_workers=2", "eval.tasks=2", "eval.seeds=1", "rollout.max_turns=2", "rollout.max_new_tokens=4",
-            "rollout.mode=async", "--out", str(tmp_path / "eval")]
+    model_dir = build_tiny_model(
+        tmp_path / "model", ["<", ">", "/", "action", "look", "go", "to"], hidden_size=32, num_layers=1, num_heads=2
+    )
+    argv = [
+        f"model.path={model_dir}",
+        "env.id=agentpo/ALFWorld-v0",
+        f"env.kwargs.data_dir={alfworld_data_dir}",
+        "env.num_workers=2",
+        "eval.tasks=2",
+        "eval.seeds=1",
+        "rollout.max_turns=2",
+        "rollout.max_new_tokens=4",
+        "rollout.mode=async",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert _run(argv) == 0
     games = [json.loads(line) for line in (tmp_path / "eval" / "games.jsonl").read_text().splitlines()]
     assert len(games) == 2 and all(g["steps"] == 2 and g["env_error"] is None for g in games)
@@ -116,15 +145,25 @@ def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) 
         run_dir / "checkpoints" / "step_000003" / "model", words, hidden_size=32, num_layers=1, num_heads=2
     )
     assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "step_000003" / "model")
-    build_tiny_model(run_dir / "checkpoints" / "best_step_000002" / "model", words, hidden_size=32, num_layers=1,
-                     num_heads=2)
+    build_tiny_model(
+        run_dir / "checkpoints" / "best_step_000002" / "model", words, hidden_size=32, num_layers=1, num_heads=2
+    )
     (run_dir / "checkpoints" / "best.json").write_text(
         json.dumps({"step": 2, "metric": "val/success_rate", "value": 0.5, "path": "best_step_000002"})
     )
     assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "best_step_000002" / "model")
     assert eval_command.resolve_model_dir(str(run_dir), "latest").endswith("step_000003/model")
-    argv = [f"model.path={run_dir}", "env.id=agentpo/Math-v0", "eval.datasets=[gsm8k]", "eval.tasks=2", "eval.n=2",
-            "rollout.max_new_tokens=4", f"env.kwargs.data_dir={math_data_dir}", "--out", str(tmp_path / "eval")]
+    argv = [
+        f"model.path={run_dir}",
+        "env.id=agentpo/Math-v0",
+        "eval.datasets=[gsm8k]",
+        "eval.tasks=2",
+        "eval.n=2",
+        "rollout.max_new_tokens=4",
+        f"env.kwargs.data_dir={math_data_dir}",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert _run(argv) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["benchmarks"]["gsm8k"]["problems"] == 2

@@ -81,19 +81,32 @@ def test_interrupted_math_evaluation_resumes_without_redoing(
     golds = {p.question: p.answer for p in problems}
     settings = MathEvalSettings(datasets=("gsm8k",), n=N, limit=PROBLEMS)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_math(ScriptedSolver(golds, fail_after_calls=2), settings, grader, data_dir=math_data_dir,
-                      batch_size=2, out_dir=tmp_path / "resumed")
+        evaluate_math(
+            ScriptedSolver(golds, fail_after_calls=2),
+            settings,
+            grader,
+            data_dir=math_data_dir,
+            batch_size=2,
+            out_dir=tmp_path / "resumed",
+        )
     assert len((tmp_path / "resumed" / SAMPLES_FILE).read_text().splitlines()) == 4 * N
     second = ScriptedSolver(golds)
-    resumed = evaluate_math(second, settings, grader, data_dir=math_data_dir, batch_size=2,
-                            out_dir=tmp_path / "resumed")
+    resumed = evaluate_math(
+        second, settings, grader, data_dir=math_data_dir, batch_size=2, out_dir=tmp_path / "resumed"
+    )
     assert second.questions == [p.question for p in problems[4:]]
-    straight = evaluate_math(ScriptedSolver(golds), settings, grader, data_dir=math_data_dir, batch_size=2,
-                             out_dir=tmp_path / "straight")
+    straight = evaluate_math(
+        ScriptedSolver(golds), settings, grader, data_dir=math_data_dir, batch_size=2, out_dir=tmp_path / "straight"
+    )
     assert resumed.to_json() == straight.to_json()
     with pytest.raises(ValueError, match="n: 4 there, 2 now"):
-        evaluate_math(second, MathEvalSettings(datasets=("gsm8k",), n=2, limit=PROBLEMS), grader,
-                      data_dir=math_data_dir, out_dir=tmp_path / "resumed")
+        evaluate_math(
+            second,
+            MathEvalSettings(datasets=("gsm8k",), n=2, limit=PROBLEMS),
+            grader,
+            data_dir=math_data_dir,
+            out_dir=tmp_path / "resumed",
+        )
 
 
 def test_tiny_model_solver_is_prompted_like_training(math_data_dir: Path, grader: MathGrader, tmp_path: Path) -> None:
@@ -120,8 +133,12 @@ def test_tiny_model_solver_is_prompted_like_training(math_data_dir: Path, grader
 
     # The training path: the rollout manager's first prompt on agentpo/Math-v0 for the same problem.
     with EnvPool("agentpo/Math-v0", 1, env_kwargs={"dataset": "gsm8k", "data_dir": str(math_data_dir)}) as pool:
-        manager = RolloutManager(engine, tokenizer, pool, RolloutSettings(group_size=1, max_turns=1, history=0,
-                                                                          sampling=sampling, prompt="math"))
+        manager = RolloutManager(
+            engine,
+            tokenizer,
+            pool,
+            RolloutSettings(group_size=1, max_turns=1, history=0, sampling=sampling, prompt="math"),
+        )
         (episode,) = manager.collect([0], [{"index": 0}])
     question = load_problems("gsm8k", "test", math_data_dir, limit=1)[0].question
     assert episode.turns[0].prompt_ids == solver.prompts.first_prompt(solver.template.task(question), question, None)

@@ -21,18 +21,31 @@ GAMES = {
 
 
 def _result(game: str, seed: int, won: bool, steps: int, invalid: int) -> GameResult:
-    return GameResult(game=game, task_type=GAMES[game], seed=seed, won=won, steps=steps,
-                      invalid_actions=invalid, reward=float(won))
+    return GameResult(
+        game=game, task_type=GAMES[game], seed=seed, won=won, steps=steps, invalid_actions=invalid, reward=float(won)
+    )
 
 
 def _evaluation() -> EvalResult:
     pick1, pick2, heat = GAMES
     results = [
-        _result(pick1, 0, True, 4, 0), _result(pick2, 0, False, 50, 10), _result(heat, 0, True, 6, 1),
-        _result(pick1, 1, True, 5, 1), _result(pick2, 1, True, 9, 0), _result(heat, 1, False, 50, 20),
+        _result(pick1, 0, True, 4, 0),
+        _result(pick2, 0, False, 50, 10),
+        _result(heat, 0, True, 6, 1),
+        _result(pick1, 1, True, 5, 1),
+        _result(pick2, 1, True, 9, 0),
+        _result(heat, 1, False, 50, 20),
     ]
-    settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_unseen", policy="model", seeds=(0, 1),
-                            max_steps=50, model="runs/exp/checkpoint-40", history=2, temperature=0.4)
+    settings = EvalSettings(
+        env_id="agentpo/ALFWorld-v0",
+        split="valid_unseen",
+        policy="model",
+        seeds=(0, 1),
+        max_steps=50,
+        model="runs/exp/checkpoint-40",
+        history=2,
+        temperature=0.4,
+    )
     return EvalResult(settings=settings, games=tuple(GAMES), results=tuple(results), task_types=TASK_TYPES)
 
 
@@ -68,8 +81,9 @@ def test_markdown_follows_the_published_layout() -> None:
 
 def test_report_of_a_policy_that_never_wins(tmp_path: Path) -> None:
     lost = [_result(game, seed, False, 50, 50) for game in GAMES for seed in (0, 1, 2)]
-    settings = EvalSettings(env_id="agentpo/ALFWorld-v0", split="valid_seen", policy="random", seeds=(0, 1, 2),
-                            max_steps=50)
+    settings = EvalSettings(
+        env_id="agentpo/ALFWorld-v0", split="valid_seen", policy="random", seeds=(0, 1, 2), max_steps=50
+    )
     paths = write_report(
         EvalResult(settings=settings, games=tuple(GAMES), results=tuple(lost), task_types=TASK_TYPES), tmp_path
     )

@@ -117,7 +117,11 @@ def test_the_exit_status_and_stderr_of_a_real_process(tmp_path: Path) -> None:
     env.pop("AGENTPO_TRACEBACK", None)
     done = subprocess.run(
         [sys.executable, "-m", "agentpo.cli", "train", "--config", "tiny.yaml", "optim.lr=.inf"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "agentpo train: optim.lr: must be a finite number, got inf"
@@ -159,11 +163,21 @@ def test_sigterm_stops_sft_like_ctrl_c_with_a_resume_hint(
     monkeypatch.setattr(SftTrainer, "fit", killed)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        code = main([
-            "sft", f"run_dir={tmp_path / 'run'}", "env.id=agentpo/Corridor-v0", "env.kwargs.length=1", "sft.tasks=2",
-            "model.source=tiny", "model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
-            "logging.tensorboard=false", "logging.progress=false",
-        ])
+        code = main(
+            [
+                "sft",
+                f"run_dir={tmp_path / 'run'}",
+                "env.id=agentpo/Corridor-v0",
+                "env.kwargs.length=1",
+                "sft.tasks=2",
+                "model.source=tiny",
+                "model.tiny.hidden_size=32",
+                "model.tiny.num_layers=1",
+                "model.tiny.num_heads=2",
+                "logging.tensorboard=false",
+                "logging.progress=false",
+            ]
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert code == 130

@@ -110,7 +110,10 @@ def test_ctrl_c_prints_how_to_resume(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "agentpo.cli", "train", "--config", str(tmp_path / "config.yaml")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         # Ctrl-C as in a terminal, even when pytest itself runs with SIGINT ignored (a background job
         # of a non-interactive shell): an ignored SIGINT stays ignored across exec.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

@@ -170,8 +170,10 @@ def test_submit_rejects_an_empty_prompt(engine: TransformersEngine) -> None:
 def check_finish(generation: Generation, tokenizer: PreTrainedTokenizerBase, sampling: SamplingParams) -> None:
     """Each generation ends for exactly the reason it reports, and not a token earlier."""
     ids = generation.token_ids
+
     def has_stop(tokens: list[int]) -> bool:
         return any(s in tokenizer.decode(tokens, skip_special_tokens=True) for s in sampling.stop)
+
     assert tokenizer.eos_token_id not in ids[:-1]
     assert not any(has_stop(ids[:k]) for k in range(1, len(ids)))
     assert generation.text == tokenizer.decode(ids, skip_special_tokens=True)

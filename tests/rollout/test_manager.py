@@ -315,8 +315,10 @@ def test_async_alfworld_episodes_are_valid(tmp_path: Path, alfworld_data_dir: Pa
         assert all(t.observation and len(t.response_ids) == len(t.response_logprobs) >= 1 for t in episode.turns)
     assert episodes[0].task_id == episodes[1].task_id != episodes[2].task_id == episodes[3].task_id
     batch = collate(episodes, pad_token_id=tokenizer.pad_token_id)
-    assert int(batch.action_mask.sum()) == sum(len(g.token_ids) for _, g in recorder.samples) == sum(
-        len(t.response_ids) for e in episodes for t in e.turns
+    assert (
+        int(batch.action_mask.sum())
+        == sum(len(g.token_ids) for _, g in recorder.samples)
+        == sum(len(t.response_ids) for e in episodes for t in e.turns)
     )
 
 

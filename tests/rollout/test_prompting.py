@@ -103,7 +103,16 @@ def test_continuation_closes_the_response_unless_it_ended_with_eos(tokenizer: Pr
     builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
     cut = builder.continuation("you are out .", None, 3, ended_with=None)
     assert tokenizer.convert_ids_to_tokens(cut) == [
-        "<|im_end|>", "<|im_start|>", "user", "you", "are", "out", ".", "<|im_end|>", "<|im_start|>", "assistant"
+        "<|im_end|>",
+        "<|im_start|>",
+        "user",
+        "you",
+        "are",
+        "out",
+        ".",
+        "<|im_end|>",
+        "<|im_start|>",
+        "assistant",
     ]
     assert builder.continuation("you are out .", None, 3, ended_with=tokenizer.eos_token_id) == cut[1:]
 

@@ -81,8 +81,15 @@ def test_quickstart_learns_with_the_vllm_engine(tmp_path: Path) -> None:
     """Same criterion as tests/training/test_quickstart.py, with the quick start's vLLM override."""
     config = load_config(
         REPO / "configs" / "quickstart.yaml",
-        [f"run_dir={tmp_path}", "eval.tasks=100", "train.checkpoint_every=0", "logging.progress=false",
-         "logging.tensorboard=false", "rollout.engine=vllm", "model.tiny.num_heads=2"],
+        [
+            f"run_dir={tmp_path}",
+            "eval.tasks=100",
+            "train.checkpoint_every=0",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            "rollout.engine=vllm",
+            "model.tiny.num_heads=2",
+        ],
     )
     trainer = Trainer(config)
     try:
@@ -104,9 +111,18 @@ def test_agentpo_eval_samples_with_the_vllm_engine(math_data_dir: Path, tmp_path
     model_dir = build_tiny_model(tmp_path / "model", [*"0123456789", "\\", "boxed", "{", "}"], **SHAPE)
     parser = argparse.ArgumentParser()
     eval_command.add_arguments(parser)
-    argv = [f"model.path={model_dir}", "env.id=agentpo/Math-v0", "eval.datasets=[gsm8k]", "eval.tasks=2", "eval.n=2",
-            "rollout.max_new_tokens=4", f"env.kwargs.data_dir={math_data_dir}", "rollout.engine=vllm",
-            "--out", str(tmp_path / "eval")]
+    argv = [
+        f"model.path={model_dir}",
+        "env.id=agentpo/Math-v0",
+        "eval.datasets=[gsm8k]",
+        "eval.tasks=2",
+        "eval.n=2",
+        "rollout.max_new_tokens=4",
+        f"env.kwargs.data_dir={math_data_dir}",
+        "rollout.engine=vllm",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert eval_command.run(parser.parse_args(argv)) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["benchmarks"]["gsm8k"]["problems"] == 2

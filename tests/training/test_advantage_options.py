@@ -41,8 +41,12 @@ def test_each_turn_advantage_reaches_its_own_tokens() -> None:
     batch = collate(episodes, pad_token_id=0)
     advantages = torch.tensor([10.0, 20.0, 30.0])
     mb = micro_batch(
-        batch, torch.tensor([0, 1, 2]), units=unit_ids(batch, "turn"), advantages=advantages,
-        old_logprobs=batch.old_logprobs, ref_logprobs=None,
+        batch,
+        torch.tensor([0, 1, 2]),
+        units=unit_ids(batch, "turn"),
+        advantages=advantages,
+        old_logprobs=batch.old_logprobs,
+        ref_logprobs=None,
     )
     on_actions = {
         (int(t), float(a)) for t, a in zip(batch.input_ids[mb.action_mask.bool()], mb.advantages[mb.action_mask.bool()])

@@ -28,10 +28,21 @@ def _extract_train_games(archive: Path, into: Path) -> None:
 def _wins(out: Path, data: Path, split: str, *overrides: str) -> tuple[int, int]:
     """Play every TASK_TYPE game of ``split`` with SEEDS sampling seeds, at most 50 steps: (episodes won, episodes)."""
     argv = [
-        "eval", "--config", str(REPO / "configs" / "alfworld_cpu_rl.yaml"), f"env.kwargs.data_dir={data}",
-        f"env.kwargs.task_types=[{TASK_TYPE}]", f"eval.split={split}", "eval.tasks=-1", f"eval.seeds={SEEDS}",
-        "rollout.max_turns=50", "train.batch_tasks=16", "env.num_workers=0", "logging.progress=false",
-        *overrides, "--out", str(out),
+        "eval",
+        "--config",
+        str(REPO / "configs" / "alfworld_cpu_rl.yaml"),
+        f"env.kwargs.data_dir={data}",
+        f"env.kwargs.task_types=[{TASK_TYPE}]",
+        f"eval.split={split}",
+        "eval.tasks=-1",
+        f"eval.seeds={SEEDS}",
+        "rollout.max_turns=50",
+        "train.batch_tasks=16",
+        "env.num_workers=0",
+        "logging.progress=false",
+        *overrides,
+        "--out",
+        str(out),
     ]
     assert main(argv) == 0
     episodes = [json.loads(line) for line in (out / "games.jsonl").read_text().splitlines()]
@@ -51,11 +62,25 @@ def test_sft_lifts_valid_success_above_random(tmp_path: Path, alfworld_data_dir:
     for split in ("valid_seen", "valid_unseen"):
         (data / "json_2.1.1" / split).symlink_to(alfworld_data_dir / "json_2.1.1" / split)
     run = tmp_path / "sft"
-    assert main([
-        "sft", "--config", str(REPO / "configs" / "alfworld_cpu_sft.yaml"), f"run_dir={run}",
-        f"env.kwargs.data_dir={data}", f"env.kwargs.task_types=[{TASK_TYPE}]", "sft.tasks=308", "sft.epochs=10",
-        "optim.warmup_steps=30", "train.num_threads=2", "train.checkpoint_every=0", "logging.progress=false",
-    ]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--config",
+                str(REPO / "configs" / "alfworld_cpu_sft.yaml"),
+                f"run_dir={run}",
+                f"env.kwargs.data_dir={data}",
+                f"env.kwargs.task_types=[{TASK_TYPE}]",
+                "sft.tasks=308",
+                "sft.epochs=10",
+                "optim.warmup_steps=30",
+                "train.num_threads=2",
+                "train.checkpoint_every=0",
+                "logging.progress=false",
+            ]
+        )
+        == 0
+    )
     policy = f"model.path={run / 'model'}"
     wins = random_wins = episodes = 0
     for split in ("valid_seen", "valid_unseen"):

@@ -56,12 +56,32 @@ def test_lr_factor(step: int, decay: str, expected: float) -> None:
 def test_plot_command_writes_pngs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logger = MetricsLogger(tmp_path, QUIET, total_steps=3)
     for step in (1, 2, 3):
-        logger.log(step, {"success_rate": step / 3, "reward_mean": step / 3, "p": 2.0 - step, "clip_frac": 0.1,
-                          "approx_kl": 0.01, "weight_entropy": 1.0, "entropy": 2.0})
+        logger.log(
+            step,
+            {
+                "success_rate": step / 3,
+                "reward_mean": step / 3,
+                "p": 2.0 - step,
+                "clip_frac": 0.1,
+                "approx_kl": 0.01,
+                "weight_entropy": 1.0,
+                "entropy": 2.0,
+            },
+        )
     logger.close()
     assert plot_command.run(argparse.Namespace(run_dir=str(tmp_path), out=None)) == 0
     names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    assert names == sorted(["success.png", "reward.png", "p.png", "clip_frac.png", "kl.png", "concentration.png",
-                            "entropy.png", "overview.png"])
+    assert names == sorted(
+        [
+            "success.png",
+            "reward.png",
+            "p.png",
+            "clip_frac.png",
+            "kl.png",
+            "concentration.png",
+            "entropy.png",
+            "overview.png",
+        ]
+    )
     assert plot_command.run(argparse.Namespace(run_dir=str(tmp_path / "missing"), out=None)) == 1
     assert "no metrics" in capsys.readouterr().err

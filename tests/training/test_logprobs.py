@@ -64,9 +64,7 @@ def rows(*token_lists: list[int], width: int) -> tuple[torch.Tensor, torch.Tenso
 
 def test_shared_prefix_picks_the_cut_that_saves_most() -> None:
     # Four rows share 2 tokens; two pairs share 5. Cut 5: 2 distinct (saves 5*2=10); cut 2: 1 (saves 2*3=6).
-    input_ids, mask = rows(
-        [1, 2, 3, 3, 3, 7], [1, 2, 3, 3, 3, 8], [1, 2, 4, 4, 4, 9], [1, 2, 4, 4, 4, 5], width=6
-    )
+    input_ids, mask = rows([1, 2, 3, 3, 3, 7], [1, 2, 3, 3, 3, 8], [1, 2, 4, 4, 4, 9], [1, 2, 4, 4, 4, 5], width=6)
     prefix = shared_prefix(input_ids, mask, limit=5)
     assert prefix is not None and prefix.cut == 5 and len(prefix.unique) == 2
     assert torch.equal(prefix.unique[prefix.inverse], input_ids[:, :5])

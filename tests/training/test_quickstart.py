@@ -18,8 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quickstart_learns_the_corridor(tmp_path: Path, mode: str) -> None:
     config = load_config(
         REPO / "configs" / "quickstart.yaml",
-        [f"run_dir={tmp_path}", "eval.tasks=100", "train.checkpoint_every=0",
-         "logging.progress=false", "logging.tensorboard=false", f"rollout.mode={mode}"],
+        [
+            f"run_dir={tmp_path}",
+            "eval.tasks=100",
+            "train.checkpoint_every=0",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            f"rollout.mode={mode}",
+        ],
     )
     trainer = Trainer(config)
     try:

@@ -185,8 +185,14 @@ def test_prompt_loss_weight_adds_the_mean_prompt_nll(tmp_path: Path, weight: flo
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6)
 
 
-ROOM = ["go to cabinet 1", "go to cabinet 2", "go to desk 1", "take pen 1 from desk 1", "take mug 2 from desk 1",
-        "look"]
+ROOM = [
+    "go to cabinet 1",
+    "go to cabinet 2",
+    "go to desk 1",
+    "take pen 1 from desk 1",
+    "take mug 2 from desk 1",
+    "look",
+]
 
 
 def test_detours_look_like_admissible_actions_but_are_not() -> None:
@@ -206,8 +212,11 @@ def test_detours_look_like_admissible_actions_but_are_not() -> None:
 
 
 def test_detours_stay_in_the_history_without_rows(tokenizer) -> None:
-    steps = [ExpertStep("room 1 of 2 .", None, "east"), ExpertStep("room 2 of 2 .", None, "west", imitate=False),
-             ExpertStep("room 2 of 2 .", None, "east")]
+    steps = [
+        ExpertStep("room 1 of 2 .", None, "east"),
+        ExpertStep("room 2 of 2 .", None, "west", imitate=False),
+        ExpertStep("room 2 of 2 .", None, "east"),
+    ]
     builder = PromptBuilder(PromptTemplate.load("corridor"), tokenizer)
     rows = render_episode(ExpertEpisode("t", "corridor", steps, True), builder, history=2, response="{action}")
     clean = render_episode(

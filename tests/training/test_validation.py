@@ -104,7 +104,11 @@ def test_math_validation_scores_the_configured_benchmark(tmp_path: Path, math_da
             "rollout": {"group_size": 2, "max_turns": 1, "history": 0, "max_new_tokens": 4},
             "train": {"steps": 1, "batch_tasks": 1, "minibatches": 2},
             "eval": {
-                "tasks": 2, "datasets": ["math500"], "n": 2, "temperature": 1.0, "best_metric": "val/math500/pass@2"
+                "tasks": 2,
+                "datasets": ["math500"],
+                "n": 2,
+                "temperature": 1.0,
+                "best_metric": "val/math500/pass@2",
             },
             "logging": {"tensorboard": False, "progress": False},
         }
