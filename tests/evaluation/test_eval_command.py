@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
+from eval_cli import math_argv, run_eval  # this folder is on sys.path (pytest prepends it)
 
 from agentpo.commands import eval as eval_command
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    eval_command.add_arguments(parser)
-    return eval_command.run(parser.parse_args(argv))
 
 
 @pytest.mark.alfworld
@@ -29,7 +23,7 @@ def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Pat
         "--out",
         str(tmp_path),
     ]
-    assert _run(argv) == 0
+    assert run_eval(argv) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["table"]["all"]["success_rate_mean"] == 1.0
     assert {
@@ -38,17 +32,17 @@ def test_expert_row_from_the_command_line(alfworld_data_dir: Path, tmp_path: Pat
     assert (tmp_path / "eval.md").read_text().startswith("# ALFWorld evaluation: valid_unseen")
     assert (tmp_path / "eval.png").stat().st_size > 0
     # A second run on the same folder finds every game done and plays none.
-    assert _run(argv) == 0
+    assert run_eval(argv) == 0
     assert len((tmp_path / "games.jsonl").read_text().splitlines()) == 6
 
 
 def test_corridor_expert_and_random_rows_on_held_out_seeds(tmp_path: Path) -> None:
     base = ["env.id=agentpo/Corridor-v0", "eval.tasks=40"]
-    assert _run([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
+    assert run_eval([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
     expert = json.loads((tmp_path / "expert" / "eval.json").read_text())
     assert expert["table"]["corridor"]["success_rate_mean"] == 1.0
     assert expert["settings"]["split"] == "task seeds 1000000..1000039"
-    assert _run([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
+    assert run_eval([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
     random_rate = json.loads((tmp_path / "random" / "eval.json").read_text())["table"]["all"]["success_rate_mean"]
     assert random_rate < 0.5
 
@@ -56,9 +50,9 @@ def test_corridor_expert_and_random_rows_on_held_out_seeds(tmp_path: Path) -> No
 def test_policies_without_a_model_ignore_a_missing_model_path(tmp_path: Path) -> None:
     # A recipe's config names the model a later stage writes; its random and expert rows need no model.
     base = ["env.id=agentpo/Corridor-v0", "eval.tasks=4", "model.path=./runs/not_trained_yet/model"]
-    assert _run([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
-    assert _run([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
-    assert _run([*base, "--out", str(tmp_path / "model")]) == 2
+    assert run_eval([*base, "eval.policy=random", "--out", str(tmp_path / "random")]) == 0
+    assert run_eval([*base, "eval.policy=expert", "--out", str(tmp_path / "expert")]) == 0
+    assert run_eval([*base, "--out", str(tmp_path / "model")]) == 2
 
 
 def test_more_seeds_extend_a_finished_evaluation_and_fewer_are_refused(
@@ -66,16 +60,16 @@ def test_more_seeds_extend_a_finished_evaluation_and_fewer_are_refused(
 ) -> None:
     base = ["env.id=agentpo/Corridor-v0", "eval.policy=random", "eval.tasks=5"]
     out = ["--out", str(tmp_path)]
-    assert _run([*base, "eval.seeds=1", *out]) == 0
+    assert run_eval([*base, "eval.seeds=1", *out]) == 0
     first = (tmp_path / "games.jsonl").read_text().splitlines()
     capsys.readouterr()
-    assert _run([*base, "eval.seeds=3", *out]) == 0
+    assert run_eval([*base, "eval.seeds=3", *out]) == 0
     assert "| 5/15 [" in capsys.readouterr().err  # the progress bar starts at the games already played
     games = (tmp_path / "games.jsonl").read_text().splitlines()
     assert games[:5] == first and len(games) == 15  # the seed-0 games are kept, not replayed
     assert sorted({json.loads(line)["seed"] for line in games}) == [0, 1, 2]
     assert json.loads((tmp_path / "eval_settings.json").read_text())["seeds"] == [0, 1, 2]
-    assert _run([*base, "eval.seeds=2", *out]) == 2
+    assert run_eval([*base, "eval.seeds=2", *out]) == 2
     assert "seeds: [0, 1, 2] there, [0, 1] now" in capsys.readouterr().err
 
 
@@ -83,8 +77,8 @@ def test_resuming_under_other_settings_is_refused_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["env.id=agentpo/Corridor-v0", "eval.policy=expert", "eval.tasks=3"]
-    assert _run([*base, "--out", str(tmp_path)]) == 0
-    assert _run([*base, "rollout.max_turns=4", "--out", str(tmp_path)]) == 2
+    assert run_eval([*base, "--out", str(tmp_path)]) == 0
+    assert run_eval([*base, "rollout.max_turns=4", "--out", str(tmp_path)]) == 2
     assert "max_steps: 6 there, 4 now" in capsys.readouterr().err
 
 
@@ -105,7 +99,7 @@ def test_a_model_on_corridor_writes_transcripts_of_its_first_games(tmp_path: Pat
         "--out",
         str(tmp_path / "eval"),
     ]
-    assert _run(argv) == 0
+    assert run_eval(argv) == 0
     text = (tmp_path / "eval" / "transcripts.txt").read_text()
     assert text.count("=== episode") == 2 and text.count("--- turn 1") == 2
     assert "[response]" in text and "[env]" in text
@@ -131,7 +125,7 @@ def test_a_model_plays_alfworld_in_async_mode(alfworld_data_dir: Path, tmp_path:
         "--out",
         str(tmp_path / "eval"),
     ]
-    assert _run(argv) == 0
+    assert run_eval(argv) == 0
     games = [json.loads(line) for line in (tmp_path / "eval" / "games.jsonl").read_text().splitlines()]
     assert len(games) == 2 and all(g["steps"] == 2 and g["env_error"] is None for g in games)
 
@@ -153,18 +147,7 @@ def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) 
     )
     assert eval_command.resolve_model_dir(str(run_dir)) == str(run_dir / "checkpoints" / "best_step_000002" / "model")
     assert eval_command.resolve_model_dir(str(run_dir), "latest").endswith("step_000003/model")
-    argv = [
-        f"model.path={run_dir}",
-        "env.id=agentpo/Math-v0",
-        "eval.datasets=[gsm8k]",
-        "eval.tasks=2",
-        "eval.n=2",
-        "rollout.max_new_tokens=4",
-        f"env.kwargs.data_dir={math_data_dir}",
-        "--out",
-        str(tmp_path / "eval"),
-    ]
-    assert _run(argv) == 0
+    assert run_eval(math_argv(run_dir, math_data_dir, tmp_path / "eval")) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["benchmarks"]["gsm8k"]["problems"] == 2
     assert report["settings"]["model"].endswith("best_step_000002/model")
@@ -173,9 +156,9 @@ def test_math_with_a_tiny_model_run_folder(math_data_dir: Path, tmp_path: Path) 
 
 
 def test_bad_settings_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["env.id=agentpo/Math-v0", "eval.policy=expert"]) == 2
+    assert run_eval(["env.id=agentpo/Math-v0", "eval.policy=expert"]) == 2
     assert "declares no expert" in capsys.readouterr().err
-    assert _run(["env.id=agentpo/Corridor-v0"]) == 2
+    assert run_eval(["env.id=agentpo/Corridor-v0"]) == 2
     assert "model.path: is required" in capsys.readouterr().err
-    assert _run(["env.id=agentpo/Nowhere-v0"]) == 2
+    assert run_eval(["env.id=agentpo/Nowhere-v0"]) == 2
     assert "unknown env id" in capsys.readouterr().err

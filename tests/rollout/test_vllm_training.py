@@ -102,28 +102,14 @@ def test_quickstart_learns_with_the_vllm_engine(tmp_path: Path) -> None:
 
 
 def test_agentpo_eval_samples_with_the_vllm_engine(math_data_dir: Path, tmp_path: Path) -> None:
-    import argparse
     import json
 
-    from agentpo.commands import eval as eval_command
+    from evaluation.eval_cli import math_argv, run_eval
+
     from agentpo.models.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "model", [*"0123456789", "\\", "boxed", "{", "}"], **SHAPE)
-    parser = argparse.ArgumentParser()
-    eval_command.add_arguments(parser)
-    argv = [
-        f"model.path={model_dir}",
-        "env.id=agentpo/Math-v0",
-        "eval.datasets=[gsm8k]",
-        "eval.tasks=2",
-        "eval.n=2",
-        "rollout.max_new_tokens=4",
-        f"env.kwargs.data_dir={math_data_dir}",
-        "rollout.engine=vllm",
-        "--out",
-        str(tmp_path / "eval"),
-    ]
-    assert eval_command.run(parser.parse_args(argv)) == 0
+    assert run_eval(math_argv(model_dir, math_data_dir, tmp_path / "eval", "rollout.engine=vllm")) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["benchmarks"]["gsm8k"]["problems"] == 2
     assert len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 4
