@@ -408,12 +408,12 @@ class Trainer:
             # Each rank of a data-parallel run plays its share of the tasks (all of them on one process).
             seed = self.dp.rollout_seed(int(rng.integers(1 << 62)))
             batch = self.rollout.collect(self.dp.share(task_seeds), seed=seed)
+            if index:  # group ids restart at 0 in each batch; offsetting them keeps the batches' groups apart
+                batch = [replace(e, group_id=e.group_id + index * size) for e in batch]
             played += batch
             batch = [e for e in batch if e.env_error is None]
             if limit == 1:
                 return played, batch
-            # Group ids restart at 0 in each batch; offsetting them keeps the batches' groups apart.
-            batch = [replace(e, group_id=e.group_id + index * size) for e in batch]
             found.append(with_signal(batch, *self._advantages(batch)[:2]))
             (new,) = self.dp.sum(len({e.group_id for e in found[-1]}))
             signal_groups += new
@@ -625,13 +625,21 @@ def episode_metrics(episodes: list[Episode], dp: DataParallel | None = None) -> 
     """Batch means of :meth:`Episode.metrics`, with ``success_rate`` and ``reward_mean`` named for the log.
 
     ``env_error_rate`` is the share of episodes lost to env errors; they count as failures in
-    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on. With ``dp``,
-    the means are over every rank's episodes.
+    ``success_rate`` and ``reward_mean`` (reported beside them) and are not trained on.
+    ``won_and_lost_group_frac`` is the share of groups with both a won and a lost episode: the
+    groups whose reward variance comes from the task's outcome, not only from shaping such as the
+    invalid-action penalty. With ``dp``, the means are over every rank's episodes and groups.
     """
+    dp = dp or DataParallel()
     records = [{**e.metrics(), "env_error_rate": float(e.env_error is not None)} for e in episodes]
-    means = reduce_metrics((dp or DataParallel()).gather(records))
+    means = reduce_metrics(dp.gather(records))
     means["success_rate"] = means.pop("success")
     means["reward_mean"] = means.pop("return")
+    outcomes: dict[int, set[bool]] = {}
+    for episode in episodes:
+        outcomes.setdefault(episode.group_id, set()).add(episode.won)
+    mixed = dp.gather([float(len(seen) == 2) for seen in outcomes.values()])
+    means["won_and_lost_group_frac"] = sum(mixed) / len(mixed) if mixed else 0.0
     return means
 
 

@@ -57,10 +57,11 @@ def test_lost_episodes_are_counted_and_not_trained_on(tmp_path: Path, monkeypatc
 
 
 def test_env_error_rate_sits_next_to_the_success_rate() -> None:
-    def episode(won: bool, error: str | None) -> Episode:
-        return Episode(0, 0, 0, "", "", [], won=won, reward=float(won), env_error=error)
+    def episode(group: int, won: bool, error: str | None) -> Episode:
+        return Episode(0, group, 0, "", "", [], won=won, reward=float(won), env_error=error)
 
     metrics = episode_metrics(
-        [episode(True, None), episode(False, None), episode(False, "boom"), episode(False, "boom")]
+        [episode(0, True, None), episode(0, False, None), episode(1, False, "boom"), episode(1, False, "boom")]
     )
     assert metrics["success_rate"] == 0.25 and metrics["env_error_rate"] == 0.5
+    assert metrics["won_and_lost_group_frac"] == 0.5  # group 0 won and lost; group 1 only lost
