@@ -401,7 +401,8 @@ class Trainer:
         config = self.config
         limit, size = config.train.max_rollout_batches, config.train.batch_tasks
         played: list[Episode] = []
-        found: list[list[Episode]] = []  # this rank's groups with a signal, one list per batch
+        found: list[list[Episode]] = []  # this rank's episodes of groups with a signal, one list per batch
+        found_ids: list[list[int]] = []  # and those groups' ids, in task order
         signal_groups = 0.0  # over all ranks
         for index in range(limit):
             task_seeds = rng.integers(0, config.eval.first_seed, size=size).tolist()
@@ -415,7 +416,8 @@ class Trainer:
             if limit == 1:
                 return played, batch
             found.append(with_signal(batch, *self._advantages(batch)[:2]))
-            (new,) = self.dp.sum(len({e.group_id for e in found[-1]}))
+            found_ids.append(sorted({e.group_id for e in found[-1]}))
+            (new,) = self.dp.sum(len(found_ids[-1]))
             signal_groups += new
             if signal_groups >= size:
                 break
@@ -423,14 +425,14 @@ class Trainer:
         metrics["signal_group_frac"] = signal_groups / (len(found) * size)
         # The first B groups over all ranks: batch by batch, and within a batch rank by rank (each
         # rank's share is a contiguous block of the batch's tasks, rank 0's first).
-        counts = self.dp.all_gather([len({e.group_id for e in episodes}) for episodes in found])
+        counts = self.dp.all_gather([len(ids) for ids in found_ids])
         quota, kept = size, []
-        for batch_index, episodes in enumerate(found):
+        for batch_index, (episodes, ids) in enumerate(zip(found, found_ids)):
             for rank, rank_counts in enumerate(counts):
                 take = min(rank_counts[batch_index], quota)
                 quota -= take
                 if rank == self.dp.rank:
-                    first = set(sorted({e.group_id for e in episodes})[:take])
+                    first = set(ids[:take])
                     kept += [e for e in episodes if e.group_id in first]
         return played, kept
 
