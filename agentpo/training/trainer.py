@@ -333,8 +333,11 @@ class Trainer:
 
         # 2. rewards and 3. advantages, one per turn.
         steps, advantages, adv_metrics = self._advantages(episodes)
-        # Groups never leave their rank, so the advantages are local; their statistics are merged.
-        metrics.update(self.dp.merge_statistics({k: float(v) for k, v in adv_metrics.items()}, len(episodes)))
+        # Groups never leave their rank, so the advantages are local; their statistics are merged. The
+        # estimator's reward_mean covers the trained episodes only (no env errors, with dynamic sampling only
+        # groups with a signal): the log keeps that of every episode played.
+        trained = {k: float(v) for k, v in adv_metrics.items() if k != "reward_mean"}
+        metrics.update(self.dp.merge_statistics(trained, len(episodes)))
 
         # Episodes whose every turn has advantage 0 add exactly 0 to the policy loss's gradient; only a
         # KL or entropy term would reach their tokens.

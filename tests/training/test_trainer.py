@@ -114,6 +114,8 @@ def test_dynamic_sampling_plays_more_batches_until_groups_have_a_signal(tmp_path
         assert found >= 3 or r["rollout_batches"] == 4, r
         assert r["num_groups"] == min(found, 3), r  # the update trains on batch_tasks of them
         assert r["zero_var_group_frac"] == 0 and r["skipped_episode_frac"] < 1, r
+        # The trained groups all won sometimes; the logged reward is over every episode played.
+        assert r["reward_mean"] == pytest.approx(r["success_rate"]), r
         # Over every group played, each batch's apart: Corridor's reward is the outcome, so the groups
         # with a signal are the won-and-lost ones.
         assert r["won_and_lost_group_frac"] == pytest.approx(r["signal_group_frac"]), r
