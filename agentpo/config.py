@@ -994,13 +994,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return merged
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`.
+#: The top-level key naming the config a YAML file extends (see :func:`load_config`).
+BASE_KEY = "base"
 
-    A missing or unreadable file and invalid YAML are ConfigErrors naming the file.
-    """
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in one YAML config file; a missing or unreadable file or invalid YAML is a ConfigError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), f"cannot read the config file ({getattr(err, 'strerror', None) or err})") from None
     try:
@@ -1009,7 +1010,45 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(str(path), f"invalid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the file must hold a mapping of sections")
-    return config_from_dict(apply_overrides(data, overrides or []))
+    return data
+
+
+def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` laid over ``base``: mappings merge key by key, any other value (lists too) replaces."""
+    merged = _plain(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = _plain(value)
+    return merged
+
+
+def _read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping with its ``base`` chain resolved (each base path relative to its file)."""
+    data = _read_yaml(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY}", f"must name a YAML config file (relative to this one), got {base!r}")
+    chain = (*chain, path.resolve())
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise ConfigError(f"{path}: {BASE_KEY}", f"the configs extend each other in a cycle ({cycle})")
+    return merge_configs(_read_config_file(base_path, chain), data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, validate, and return the frozen :class:`Config`.
+
+    A file may extend another with a top-level ``base: other.yaml`` (a path relative to the file):
+    its own keys are laid over the base's (:func:`merge_configs`), bases may have bases, and the
+    overrides come last. A run folder's ``config.yaml`` keeps the merged result, not the reference.
+    A missing or unreadable file, invalid YAML and a cycle of bases are ConfigErrors naming the file.
+    """
+    return config_from_dict(apply_overrides(_read_config_file(Path(path)), overrides or []))
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -138,6 +138,70 @@ def test_shipped_recipes_load_without_warnings(name: str) -> None:
     assert config.warnings() == []
 
 
+def test_a_config_extends_its_base(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "root.yaml").write_text(
+        "model:\n  source: tiny\n  tiny: {hidden_size: 32, num_layers: 1}\n"
+        "env:\n  kwargs: {length: 4, success_reward: 2.0}\ntrain:\n  steps: 5\n  seed: 3\n"
+        "algorithm:\n  loss: grpo\n"
+    )
+    # Bases resolve relative to the file that names them, and may have bases of their own.
+    (tmp_path / "recipes" / "mid.yaml").write_text("base: ../root.yaml\ntrain:\n  steps: 7\n")
+    (tmp_path / "recipes" / "run.yaml").write_text(
+        "base: mid.yaml\nmodel:\n  tiny: {num_layers: 2}\nenv:\n  kwargs: {length: 6}\n"
+    )
+    config = load_config(tmp_path / "recipes" / "run.yaml", ["train.seed=9"])
+    assert (config.model.source, config.model.tiny.hidden_size, config.model.tiny.num_layers) == ("tiny", 32, 2)
+    assert config.env.kwargs == {"length": 6, "success_reward": 2.0}  # mappings merge key by key
+    assert (config.train.steps, config.train.seed, config.algorithm.loss) == (7, 9, "grpo")
+    # The saved config is the merged one: it loads alone, without its bases.
+    save_config(config, tmp_path / "saved.yaml")
+    assert "base" not in (tmp_path / "saved.yaml").read_text()
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+def test_list_values_replace_the_base_ones(tmp_path: Path) -> None:
+    (tmp_path / "root.yaml").write_text(
+        "model:\n  source: tiny\ntrain:\n  lora:\n    target_modules: [q_proj, v_proj]\n"
+    )
+    (tmp_path / "run.yaml").write_text("base: root.yaml\ntrain:\n  lora:\n    target_modules: [o_proj]\n")
+    assert load_config(tmp_path / "run.yaml").train.lora.target_modules == ("o_proj",)
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        ({"run.yaml": "base: missing.yaml\n"}, "missing.yaml: cannot read the config file"),
+        ({"run.yaml": "base: [a.yaml]\n"}, r"run.yaml: base: must name a YAML config file"),
+        ({"run.yaml": "base: run.yaml\n"}, "cycle"),
+        (
+            {"run.yaml": "base: a.yaml\n", "a.yaml": "base: run.yaml\n"},
+            r"cycle \(.*run.yaml -> .*a.yaml -> .*run.yaml\)",
+        ),
+        ({"run.yaml": "base: a.yaml\n", "a.yaml": "- not a mapping\n"}, "a.yaml: the file must hold a mapping"),
+    ],
+)
+def test_a_broken_base_is_a_config_error(tmp_path: Path, files: dict[str, str], match: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path / "run.yaml")
+
+
+def test_stage_1b_renders_walkthroughs_as_stage_1(tmp_path: Path) -> None:
+    stage1 = load_config(REPO / "configs" / "alfworld_cpu_sft.yaml")
+    model = ["model.path=" + str(tmp_path)]
+    stage1b = load_config(REPO / "configs" / "alfworld_cpu_sft_all.yaml", model)
+    assert stage1b.model.source == "pretrained" and (stage1b.sft.tasks, stage1b.sft.epochs) == (-1, 1)
+    rendering = ("noise", "prompt_loss_weight", "response", "batch_turns")
+    assert [getattr(stage1b.sft, k) for k in rendering] == [getattr(stage1.sft, k) for k in rendering]
+    assert (stage1b.rollout, stage1b.env, stage1b.prompt_template) == (
+        stage1.rollout,
+        stage1.env,
+        stage1.prompt_template,
+    )
+
+
 def test_recompute_setting_reads_yaml_booleans(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  source: tiny\ntrain:\n  recompute_old_logprobs: true\n")
