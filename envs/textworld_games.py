@@ -34,13 +34,14 @@ family), ``admissible_actions``, ``expert_plan`` (TextWorld's winning policy fro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,15 @@ def game_name(challenge: str, settings: Mapping[str, Any], seed: int) -> str:
     return "-".join([challenge, *parts, f"seed{seed}"]).replace(" ", "")
 
 
+@contextlib.contextmanager
+def jericho_quiet() -> Iterator[None]:
+    """Silence Jericho's "not fully supported" warning: Jericho knows only published games, and
+    TextWorld tracks the score and state of its own games itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not fully supported")
+        yield
+
+
 def generate_game(challenge: str, settings: Mapping[str, Any], seed: int, cache_dir: str | Path) -> Path:
     """The compiled game file of (challenge, settings, seed): generated once, then read from ``cache_dir``.
 
@@ -128,8 +138,9 @@ def generate_game(challenge: str, settings: Mapping[str, Any], seed: int, cache_
         options.seeds = seed
         options.path = str(work / "game.z8")
         options.file_ext = ".z8"
-        made = textworld.challenges.CHALLENGES[f"tw-{challenge}"][1](dict(settings), options)
-        textworld.generator.compile_game(made, options)
+        with jericho_quiet():  # making a game plays its walkthrough in Jericho to record it
+            made = textworld.challenges.CHALLENGES[f"tw-{challenge}"][1](dict(settings), options)
+            textworld.generator.compile_game(made, options)
         try:
             os.replace(work, folder)
         except OSError:  # another process finished the same game first
@@ -246,9 +257,7 @@ class TextWorldGamesEnv(TextEnv):
 
         path = generate_game(self.challenge, self.settings, game_seed, self.cache_dir)
         infos = textworld.EnvInfos(won=True, lost=True, admissible_commands=True, policy_commands=True, max_score=True)
-        with warnings.catch_warnings():
-            # Jericho knows only published games; TextWorld tracks the score and state itself.
-            warnings.filterwarnings("ignore", message=".*is not fully supported")
+        with jericho_quiet():
             game = textworld.start(str(path), request_infos=infos)
         self._loaded[game_seed] = game
         if len(self._loaded) > LOADED_GAMES:

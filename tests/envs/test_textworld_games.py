@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -90,6 +91,17 @@ def test_a_generated_game_is_won_by_its_expert_plan_and_cached(cache: Path) -> N
     assert again == observation and game.stat().st_mtime_ns == stamp
     _, _, _, _, info = env.step("dance")
     assert info["invalid_action"]
+    env.close()
+
+
+def test_making_a_game_after_playing_one_warns_nothing(tmp_path: Path) -> None:
+    # Once a game is loaded, Jericho calls each new game "not fully supported"; making one loads it.
+    env = gym.make(ENV_ID, settings={"level": 2}, games=2, cache_dir=str(tmp_path))
+    env.reset(options={"game_seed": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, info = env.reset(options={"game_seed": 1})
+    assert info["task_id"] == "coin_collector-level2-seed1"
     env.close()
 
 
