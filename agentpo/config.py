@@ -947,19 +947,15 @@ def with_env_defaults(data: dict[str, Any]) -> dict[str, Any]:
         return data  # EnvConfig reports the unknown id
     if spec is None:
         return data
-    merged = _plain(data)
-    for section_name, defaults in (
-        (
-            "rollout",
-            {"max_turns": spec.max_turns, "temperature": spec.temperature, "max_new_tokens": spec.max_new_tokens},
-        ),
-        ("eval", {"temperature": spec.eval_temperature}),
-    ):
-        target = merged.setdefault(section_name, {})
-        if isinstance(target, dict):
-            for key, value in defaults.items():
-                target.setdefault(key, value)
-    return merged
+    defaults = {
+        "rollout": {
+            "max_turns": spec.max_turns,
+            "temperature": spec.temperature,
+            "max_new_tokens": spec.max_new_tokens,
+        },
+        "eval": {"temperature": spec.eval_temperature},
+    }
+    return merge_configs(defaults, data)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
