@@ -114,13 +114,15 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompt_i
         optimizer: its AdamW.
         prompt_ids: ``[rows, P]`` equal-length prompts (no padding).
     """
+    from agentpo.models.kv_cache import cache_kwargs, output_cache
+
     with torch.inference_mode():
         out = model(input_ids=prompt_ids, use_cache=True, logits_to_keep=1)
         sampled = []
         for _ in range(NEW_TOKENS):
             sampled.append(torch.multinomial(out.logits[:, -1].softmax(-1), 1))
             if len(sampled) < NEW_TOKENS:
-                out = model(input_ids=sampled[-1], past_key_values=out.past_key_values, use_cache=True)
+                out = model(input_ids=sampled[-1], use_cache=True, **cache_kwargs(output_cache(out)))
     ids = torch.cat([prompt_ids, *sampled], dim=1)
     logits = model(input_ids=ids, logits_to_keep=NEW_TOKENS + 1).logits[:, :-1]
     logprobs = logits.log_softmax(-1).gather(-1, ids[:, -NEW_TOKENS:, None]).squeeze(-1)

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from agentpo.models.kv_cache import cache_kwargs, output_cache
+
 
 class SharedPrefix(NamedTuple):
     """Rows' first ``cut`` columns, deduplicated: ``input_ids[:, :cut] == unique[inverse]``."""
@@ -192,18 +194,19 @@ def _forward(
         return module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
     cut = prefix.cut
     prefill = {"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}
-    cache = module(
+    prefilled = module(
         input_ids=prefix.unique,
         position_ids=position_ids[:1, :cut].expand(len(prefix.unique), -1),
         use_cache=True,
         **prefill,
-    ).past_key_values
+    )
+    cache = output_cache(prefilled)
     cache.batch_select_indices(prefix.inverse)
     return module(
         input_ids=input_ids[:, cut:],
         attention_mask=attention_mask,
         position_ids=position_ids[:, cut:],
-        past_key_values=cache,
+        **cache_kwargs(cache),
         **kwargs,
     )
 

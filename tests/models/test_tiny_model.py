@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agentpo.envs.corridor import CorridorEnv
+from agentpo.models.kv_cache import CACHE_KEY, cache_kwargs, output_cache
 from agentpo.models.tiny import (
     ARCHITECTURES,
     IM_END,
@@ -132,3 +134,17 @@ def test_tiny_model_for_an_env_without_a_vocabulary_is_refused_at_config_time() 
 
     with pytest.raises(ConfigError, match=re.escape("model.source: tiny builds its tokenizer from the env's words")):
         config_from_dict({"model": {"source": "tiny"}, "env": {"id": "agentpo/Math-v0"}, "eval": {"tasks": 0}})
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_kv_cache_goes_in_and_out_under_the_name_this_transformers_uses(tmp_path: Path, arch: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(
+        build_tiny_model(tmp_path / arch, WORDS, hidden_size=32, num_layers=1, num_heads=2, arch=arch)
+    )
+    assert CACHE_KEY in inspect.signature(model.forward).parameters
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        whole = model(input_ids=ids).logits[:, -1]
+        prefix = model(input_ids=ids[:, :3], use_cache=True)
+        step = model(input_ids=ids[:, 3:], use_cache=True, **cache_kwargs(output_cache(prefix))).logits[:, -1]
+    torch.testing.assert_close(step, whole)

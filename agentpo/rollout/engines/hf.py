@@ -19,6 +19,7 @@ from typing import cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agentpo.models.kv_cache import cache_kwargs, output_cache
 from agentpo.rollout.engines.base import (
     FinishReason,
     Generation,
@@ -222,7 +223,7 @@ class TransformersEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = output_cache(out), out.logits[:, -1]
         if len(unique_rows) < batch:
             cache.batch_select_indices(source)
             logits = logits[source]
@@ -265,10 +266,10 @@ class TransformersEngine:
                 input_ids=sampled.unsqueeze(1),
                 attention_mask=mask,
                 position_ids=next_position.unsqueeze(1),
-                past_key_values=cache,
                 use_cache=True,
+                **cache_kwargs(cache),
             )
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            cache, logits = output_cache(out), out.logits[:, -1]
             next_position = next_position + 1
 
         generations = []
