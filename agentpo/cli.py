@@ -1,4 +1,4 @@
-"""The ``agentpo`` command line: ``agentpo train | sft | eval | envs | play | plot``.
+"""The ``agentpo`` command line: ``agentpo train | sft | eval | compare | envs | play | plot``.
 
 Each subcommand lives in ``agentpo/commands/<name>.py`` and exposes ``HELP`` (one line),
 ``EXAMPLES`` (shown at the end of its ``--help``), ``add_arguments(parser)`` and
@@ -26,7 +26,7 @@ from agentpo.config import ConfigError
 #: unreadable file or model an OSError); see the docstring.
 USER_ERRORS = (ConfigError, ValueError, OSError)
 
-COMMANDS = ("train", "sft", "eval", "envs", "play", "plot")
+COMMANDS = ("train", "sft", "eval", "compare", "envs", "play", "plot")
 
 
 def package_version() -> str:

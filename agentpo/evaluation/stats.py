@@ -1,4 +1,4 @@
-"""Small, pure statistics for evaluation tables: Wilson intervals, unbiased pass@k, mean ± s.d.
+"""Small, pure statistics for evaluation tables: Wilson intervals, unbiased pass@k, mean ± s.d., McNemar.
 
 Everything here works on plain Python numbers so that reports, tests and the trainer's validation
 hook share one definition of each quantity.
@@ -62,6 +62,21 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         miss_probability *= 1.0 - k / i
     return 1.0 - miss_probability
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs of a paired comparison.
+
+    ``only_a`` pairs went one way (A won, B lost), ``only_b`` the other; the pairs both won or both
+    lost carry no information on which is better. Under "A and B are equally good" each discordant
+    pair is a fair coin flip, so the p-value is the two-sided binomial test of ``only_a`` successes
+    in ``only_a + only_b`` trials at 1/2 (1.0 without discordant pairs).
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant pair counts must be >= 0, got {only_a} and {only_b}")
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
 @dataclass(frozen=True)
