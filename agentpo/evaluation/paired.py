@@ -21,8 +21,20 @@ from agentpo.evaluation.stats import mcnemar_exact
 from agentpo.evaluation.summary import columns
 from agentpo.files import JsonLinesLog
 
-#: Settings two evaluations may differ in and still be paired game by game: what is compared.
-COMPARED_SETTINGS = ("model", "policy", "temperature", "top_p", "max_new_tokens", "prompt", "history", "max_steps")
+#: Settings two evaluations may differ in and still be paired game by game: what is compared (the
+#: policy and how it plays), and which seeds and how many games were played (pairing keeps the common ones).
+PAIRABLE_SETTINGS = (
+    "model",
+    "policy",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "prompt",
+    "history",
+    "max_steps",
+    "seeds",
+    "limit",
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ def differing_settings(a: Evaluation, b: Evaluation) -> dict[str, tuple[Any, Any
     """
     keys = sorted(set(a.settings) | set(b.settings))
     differing = {k: (a.settings.get(k), b.settings.get(k)) for k in keys if a.settings.get(k) != b.settings.get(k)}
-    fixed = {k: v for k, v in differing.items() if k not in COMPARED_SETTINGS and k not in ("seeds", "limit")}
+    fixed = {k: v for k, v in differing.items() if k not in PAIRABLE_SETTINGS}
     if fixed:
         details = ", ".join(f"{k}: {va!r} in {a.folder}, {vb!r} in {b.folder}" for k, (va, vb) in fixed.items())
         raise ValueError(f"these evaluations played different games ({details}); a paired comparison needs the same")
