@@ -5,6 +5,10 @@ Two policies played on the same (game, seed) pairs are not independent samples: 
 exact McNemar test asks whether those discordant pairs split more unevenly than a fair coin would,
 which separates a real difference from the noise of sampling far more sharply than comparing two
 Wilson intervals. ``agentpo compare`` prints what :func:`compare_games` computes.
+
+McNemar's test holds both policies fixed. Whether a training recipe beats its starting policy is a
+question about runs the recipe has not made yet: :func:`gain_spread` sets the gain of each of several
+runs (e.g. training seeds) against the spread between them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from agentpo.evaluation.results import GameResult
 from agentpo.evaluation.runner import GAMES_FILE, SETTINGS_FILE
-from agentpo.evaluation.stats import mcnemar_exact
+from agentpo.evaluation.stats import MeanStd, mcnemar_exact, mean_std, one_sample_t_test
 from agentpo.evaluation.summary import columns
 from agentpo.files import JsonLinesLog
 
@@ -52,6 +56,30 @@ class PairedCell:
     only_a: int
     only_b: int
     p_value: float
+
+    @property
+    def gain(self) -> int:
+        """How many more of the pairs B won than A (negative: fewer)."""
+        return self.wins_b - self.wins_a
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """The gains of several runs over one baseline, each counted on the pairs it shares with it.
+
+    ``spread`` holds the gains' mean and sample s.d.; ``p_value`` is the two-sided one-sample t-test
+    that the mean gain is 0, i.e. the mean measured against the spread between runs.
+    """
+
+    gains: tuple[int, ...]
+    spread: MeanStd
+    p_value: float
+
+    @property
+    def beyond_spread(self) -> bool:
+        """Whether the mean gain is positive and larger than the s.d. between runs."""
+        assert self.spread.std is not None  # gain_spread needs two runs
+        return self.spread.mean > self.spread.std
 
 
 @dataclass(frozen=True)
@@ -130,6 +158,14 @@ def compare_games(
     return cells
 
 
+def gain_spread(overall: Sequence[PairedCell]) -> SeedSpread:
+    """The gains of two or more runs over one baseline (each run's overall cell against it), their spread and t-test."""
+    if len(overall) < 2:
+        raise ValueError(f"a spread between runs needs at least two runs, got {len(overall)}")
+    gains = tuple(cell.gain for cell in overall)
+    return SeedSpread(gains=gains, spread=mean_std(gains), p_value=one_sample_t_test(gains))
+
+
 def task_types_of(a: Evaluation) -> list[str]:
     """The env's declared task types when its id is registered here, else those played, in first-seen order."""
     from agentpo.envs.registration import text_spec
@@ -141,16 +177,17 @@ def task_types_of(a: Evaluation) -> list[str]:
     return declared or list(dict.fromkeys(r.task_type for r in a.results))
 
 
-def to_markdown(cells: dict[str, PairedCell | None], name_a: str, name_b: str) -> str:
-    """A table with one row per column of the comparison: pairs, each side's wins, discordant pairs, p."""
+def to_markdown(cells: dict[str, PairedCell | None], name_a: str, name_b: str, first: str = "column") -> str:
+    """A table with one row per cell (task types, or runs against one baseline: ``first`` names the
+    row label): pairs, each side's wins, discordant pairs, McNemar p, and B's gain in games."""
     lines = [
-        f"| column | pairs | {name_a} won | {name_b} won | only {name_a} | only {name_b} | exact McNemar p |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {first} | pairs | {name_a} won | {name_b} won | only {name_a} | only {name_b} | exact McNemar p | gain |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for column, cell in cells.items():
+    for label, cell in cells.items():
         if cell is not None:
             lines.append(
-                f"| {column} | {cell.pairs} | {cell.wins_a} | {cell.wins_b} | {cell.only_a} | {cell.only_b} | "
-                f"{cell.p_value:.3g} |"
+                f"| {label} | {cell.pairs} | {cell.wins_a} | {cell.wins_b} | {cell.only_a} | {cell.only_b} | "
+                f"{cell.p_value:.3g} | {cell.gain:+d} |"
             )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Small, pure statistics for evaluation tables: Wilson intervals, unbiased pass@k, mean ± s.d., McNemar.
+"""Small, pure statistics for evaluation tables: Wilson intervals, unbiased pass@k, mean ± s.d., McNemar, t-test.
 
 Everything here works on plain Python numbers so that reports, tests and the trainer's validation
 hook share one definition of each quantity.
@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_1samp
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,17 @@ def mean_std(values: Sequence[float]) -> MeanStd:
         return MeanStd(mean=mean, std=None, count=1)
     variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return MeanStd(mean=mean, std=math.sqrt(variance), count=len(values))
+
+
+def one_sample_t_test(values: Sequence[float]) -> float:
+    """Two-sided p-value of Student's one-sample t-test that ``values`` have mean 0 (at least two values).
+
+    For a few runs' gains over a baseline (one per training seed) it asks whether a new run would be
+    expected to gain: the mean gain measured against the spread between runs. Values that are all
+    equal have no spread: p is 1.0 when they are all 0, else 0.0 (the limit of the test).
+    """
+    if len(values) < 2:
+        raise ValueError(f"a t-test needs at least two values, got {len(values)}")
+    if max(values) == min(values):
+        return 1.0 if values[0] == 0 else 0.0
+    return float(ttest_1samp(values, 0.0).pvalue)

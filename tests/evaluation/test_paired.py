@@ -9,9 +9,16 @@ import pytest
 from eval_cli import run_eval  # this folder is on sys.path (pytest prepends it)
 
 from agentpo.cli import main
-from agentpo.evaluation.paired import compare_games, differing_settings, read_evaluation, to_markdown
+from agentpo.evaluation.paired import (
+    PairedCell,
+    compare_games,
+    differing_settings,
+    gain_spread,
+    read_evaluation,
+    to_markdown,
+)
 from agentpo.evaluation.results import GameResult
-from agentpo.evaluation.stats import mcnemar_exact
+from agentpo.evaluation.stats import mcnemar_exact, one_sample_t_test
 
 
 def game(name: str, task_type: str, seed: int, won: bool) -> GameResult:
@@ -79,3 +86,48 @@ def test_compare_refuses_other_games_and_folders_that_are_not_evaluations(
     assert "played different games (split" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path)]) == 2
     assert "not an evaluation folder of agentpo eval (no games.jsonl)" in capsys.readouterr().err
+
+
+def test_t_test_closed_form_and_edge_cases() -> None:
+    # Gains 1, 2, 3: t = 2 / (1 / sqrt 3) on 2 degrees of freedom, whose two-sided tail is 1 - t / sqrt(2 + t^2).
+    t = 2 * math.sqrt(3)
+    assert one_sample_t_test([1, 2, 3]) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-12)
+    assert one_sample_t_test([-1, -2, -3]) == one_sample_t_test([1, 2, 3])
+    assert one_sample_t_test([0, 0]) == 1.0 and one_sample_t_test([4, 4, 4]) == 0.0
+    with pytest.raises(ValueError, match="at least two"):
+        one_sample_t_test([3])
+
+
+def test_gain_spread_sets_the_mean_gain_against_the_spread_between_runs() -> None:
+    def cell(wins_a: int, wins_b: int) -> PairedCell:
+        return PairedCell(column="all", pairs=280, wins_a=wins_a, wins_b=wins_b, only_a=0, only_b=0, p_value=1.0)
+
+    steady = gain_spread([cell(175, 184), cell(175, 187), cell(175, 186)])  # gains 9, 12, 11
+    assert steady.gains == (9, 12, 11) and steady.spread.mean == pytest.approx(32 / 3)
+    assert steady.spread.std == pytest.approx(math.sqrt(((9 - 32 / 3) ** 2 + (4 / 3) ** 2 + (1 / 3) ** 2) / 2))
+    assert steady.beyond_spread and steady.p_value == one_sample_t_test([9, 12, 11])
+    scattered = gain_spread([cell(175, 195), cell(175, 169), cell(175, 187)])  # +20, -6, +12: docs/results.md
+    assert not scattered.beyond_spread and scattered.p_value == pytest.approx(0.38, abs=0.005)
+    with pytest.raises(ValueError, match="at least two runs"):
+        gain_spread([cell(1, 2)])
+
+
+def test_agentpo_compare_with_several_runs_prints_one_row_each_and_their_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["env.id=agentpo/Corridor-v0", "eval.tasks=20"]
+    for policy in ("expert", "random"):
+        assert run_eval([*base, f"eval.policy={policy}", "--out", str(tmp_path / policy)]) == 0
+    lost = 20 - sum(r.won for r in read_evaluation(tmp_path / "random").results)
+    folders = [str(tmp_path / name) for name in ("expert", "random", "expert")]
+    capsys.readouterr()
+    assert main(["compare", *folders]) == 2  # the expert folder twice: two runs named alike
+    assert "tell them apart with --names" in capsys.readouterr().err
+    assert main(["compare", *folders, "--names", "E", "R", "E2"]) == 0
+    out = capsys.readouterr().out
+    assert "| run | pairs | E won | run won | only E | only run | exact McNemar p | gain |" in out
+    assert f"| R | 20 | 20 | {20 - lost} | {lost} | 0 | {mcnemar_exact(lost, 0):.3g} | {-lost:+d} |" in out
+    assert "| E2 | 20 | 20 | 20 | 0 | 0 | 1 | +0 |" in out
+    p = one_sample_t_test([-lost, 0])
+    spread = f"mean {-lost / 2:+.1f} games, s.d. {lost / math.sqrt(2):.1f} (one-sample t-test p = {p:.3g})"
+    assert f"gain over E across 2 runs: {spread}; the mean gain is not larger than the spread" in out
