@@ -76,8 +76,9 @@ def merge(*dicts: dict) -> dict:
 
 
 #: How a gloo rank sometimes dies while a job starts on an oversubscribed 2-core box (about 1 launch
-#: in 7 under load, not seen on an idle one): std::terminate, right after the model is loaded. An open
-#: defect (docs/training.md, Scaling out); a stateless job (not "train") that dies so is launched once more.
+#: in 7 under load on one machine, 0 of 41 on another, never on an idle one): std::terminate, right
+#: after the model is loaded. An open defect (docs/training.md, Scaling out); a stateless job (not
+#: "train") that dies so is launched once more.
 STARTUP_ABORT = "terminate called without an active exception"
 
 
