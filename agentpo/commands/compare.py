@@ -73,7 +73,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     by_run = {name: by_type["all"] for name, by_type in zip(run_names, cells, strict=True)}
     print(to_markdown(by_run, base_name, "run", first="run"))
-    spread = gain_spread([cell for cell in by_run.values() if cell is not None])
+    overall_cells = [cell for cell in by_run.values() if cell is not None]
+    if len({cell.pairs for cell in overall_cells}) > 1:
+        print(
+            "the runs share different numbers of pairs with the baseline: their gains count different games",
+            file=sys.stderr,
+        )
+    spread = gain_spread(overall_cells)
     verdict = "larger" if spread.beyond_spread else "not larger"
     print(
         f"\ngain over {base_name} across {len(others)} runs: mean {spread.spread.mean:+.1f} games, "

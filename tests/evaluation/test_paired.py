@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,9 @@ def test_agentpo_compare_with_several_runs_prints_one_row_each_and_their_spread(
     p = one_sample_t_test([-lost, 0])
     spread = f"mean {-lost / 2:+.1f} games, s.d. {lost / math.sqrt(2):.1f} (one-sample t-test p = {p:.3g})"
     assert f"gain over E across 2 runs: {spread}; the mean gain is not larger than the spread" in out
+    # A run with fewer games gains on fewer pairs: said, since the gains then count different games.
+    shutil.copytree(tmp_path / "random", tmp_path / "short")
+    games = tmp_path / "short" / "games.jsonl"
+    games.write_text("".join(games.read_text().splitlines(keepends=True)[:10]))
+    assert main(["compare", *folders[:2], str(tmp_path / "short")]) == 0
+    assert "different numbers of pairs" in capsys.readouterr().err
