@@ -40,6 +40,7 @@ def folder_names(folders: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from agentpo.evaluation.paired import (
+        PairedCell,
         compare_games,
         differing_settings,
         gain_spread,
@@ -62,24 +63,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: {base_name} {value_a!r}, {name} {value_b!r}")
     task_types = task_types_of(base)
     cells = [compare_games(base.results, other.results, task_types) for other in others]
+    overall: dict[str, PairedCell] = {}
     for name, other, by_type in zip(run_names, others, cells, strict=True):
-        overall = by_type["all"]
-        assert overall is not None  # compare_games refuses evaluations without a common pair
-        left_out = len(base.results) + len(other.results) - 2 * overall.pairs
+        cell = by_type["all"]
+        assert cell is not None  # compare_games refuses evaluations without a common pair
+        overall[name] = cell
+        left_out = len(base.results) + len(other.results) - 2 * cell.pairs
         if left_out:
             print(f"{left_out} games played by only one of {base_name} and {name} are left out", file=sys.stderr)
     if len(others) == 1:
         print(to_markdown(cells[0], base_name, run_names[0]))
         return 0
-    by_run = {name: by_type["all"] for name, by_type in zip(run_names, cells, strict=True)}
-    print(to_markdown(by_run, base_name, "run", first="run"))
-    overall_cells = [cell for cell in by_run.values() if cell is not None]
-    if len({cell.pairs for cell in overall_cells}) > 1:
+    print(to_markdown(overall, base_name, "run", first="run"))
+    if len({cell.pairs for cell in overall.values()}) > 1:
         print(
             "the runs share different numbers of pairs with the baseline: their gains count different games",
             file=sys.stderr,
         )
-    spread = gain_spread(overall_cells)
+    spread = gain_spread(list(overall.values()))
     verdict = "larger" if spread.beyond_spread else "not larger"
     print(
         f"\ngain over {base_name} across {len(others)} runs: mean {spread.spread.mean:+.1f} games, "

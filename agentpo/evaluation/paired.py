@@ -14,7 +14,7 @@ runs (e.g. training seeds) against the spread between them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,21 +65,30 @@ class PairedCell:
 
 @dataclass(frozen=True)
 class SeedSpread:
-    """The gains of several runs over one baseline, each counted on the pairs it shares with it.
-
-    ``spread`` holds the gains' mean and sample s.d.; ``p_value`` is the two-sided one-sample t-test
-    that the mean gain is 0, i.e. the mean measured against the spread between runs.
-    """
+    """The gains of two or more runs over one baseline, each counted on the pairs it shares with it."""
 
     gains: tuple[int, ...]
-    spread: MeanStd
-    p_value: float
+
+    def __post_init__(self) -> None:
+        if len(self.gains) < 2:
+            raise ValueError(f"a spread between runs needs at least two runs, got {len(self.gains)}")
+
+    @property
+    def spread(self) -> MeanStd:
+        """The gains' mean and sample s.d."""
+        return mean_std(self.gains)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided one-sample t-test that the mean gain is 0: the mean against the spread between runs."""
+        return one_sample_t_test(self.gains)
 
     @property
     def beyond_spread(self) -> bool:
         """Whether the mean gain is positive and larger than the s.d. between runs."""
-        assert self.spread.std is not None  # gain_spread needs two runs
-        return self.spread.mean > self.spread.std
+        spread = self.spread
+        assert spread.std is not None  # two runs or more
+        return spread.mean > spread.std
 
 
 @dataclass(frozen=True)
@@ -160,10 +169,7 @@ def compare_games(
 
 def gain_spread(overall: Sequence[PairedCell]) -> SeedSpread:
     """The gains of two or more runs over one baseline (each run's overall cell against it), their spread and t-test."""
-    if len(overall) < 2:
-        raise ValueError(f"a spread between runs needs at least two runs, got {len(overall)}")
-    gains = tuple(cell.gain for cell in overall)
-    return SeedSpread(gains=gains, spread=mean_std(gains), p_value=one_sample_t_test(gains))
+    return SeedSpread(gains=tuple(cell.gain for cell in overall))
 
 
 def task_types_of(a: Evaluation) -> list[str]:
@@ -177,7 +183,7 @@ def task_types_of(a: Evaluation) -> list[str]:
     return declared or list(dict.fromkeys(r.task_type for r in a.results))
 
 
-def to_markdown(cells: dict[str, PairedCell | None], name_a: str, name_b: str, first: str = "column") -> str:
+def to_markdown(cells: Mapping[str, PairedCell | None], name_a: str, name_b: str, first: str = "column") -> str:
     """A table with one row per cell (task types, or runs against one baseline: ``first`` names the
     row label): pairs, each side's wins, discordant pairs, McNemar p, and B's gain in games."""
     lines = [
