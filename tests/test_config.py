@@ -131,11 +131,23 @@ def test_every_field_is_described() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["quickstart", "alfworld_holderpo", "math_holderpo"])
+@pytest.mark.parametrize(
+    "name", ["quickstart", "alfworld_holderpo", "math_holderpo", "alfworld_cpu_rl", "alfworld_cpu_rl_turn_penalty"]
+)
 def test_shipped_recipes_load_without_warnings(name: str) -> None:
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.train.minibatches >= 2
     assert config.warnings() == []
+
+
+def test_turn_penalty_recipe_is_the_cpu_recipe_with_two_changes() -> None:
+    """What docs/results.md compares: the same RL stage except how inadmissible commands are charged."""
+    variant = load_config(REPO / "configs" / "alfworld_cpu_rl_turn_penalty.yaml")
+    recipe = load_config(
+        REPO / "configs" / "alfworld_cpu_rl.yaml",
+        [f"run_dir={variant.run_dir}", "rollout.penalize_inadmissible=true", "algorithm.advantage_samples=step"],
+    )
+    assert variant == recipe
 
 
 def test_a_config_extends_its_base(tmp_path: Path) -> None:
