@@ -142,6 +142,8 @@ def test_shipped_recipes_load_without_warnings(name: str) -> None:
 
 def test_turn_penalty_recipe_is_the_cpu_recipe_with_two_changes() -> None:
     """What docs/results.md compares: the same RL stage except how inadmissible commands are charged."""
+    published = load_config(REPO / "configs" / "alfworld_cpu_rl.yaml")
+    assert not published.rollout.penalize_inadmissible and published.algorithm.advantage_samples == "episode"
     variant = load_config(REPO / "configs" / "alfworld_cpu_rl_turn_penalty.yaml")
     recipe = load_config(
         REPO / "configs" / "alfworld_cpu_rl.yaml",
