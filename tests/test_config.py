@@ -131,6 +131,17 @@ def test_every_field_is_described() -> None:
     ]
 
 
+@pytest.fixture
+def sft_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a folder holding the SFT stage's output, which the CPU RL recipes start from.
+
+    Their ``model.path`` is relative to where the user runs them, and a fresh clone has no ``runs/``.
+    """
+    (tmp_path / "runs" / "alfworld_cpu_sft_all" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("sft_output")
 @pytest.mark.parametrize(
     "name", ["quickstart", "alfworld_holderpo", "math_holderpo", "alfworld_cpu_rl", "alfworld_cpu_rl_turn_penalty"]
 )
@@ -140,6 +151,7 @@ def test_shipped_recipes_load_without_warnings(name: str) -> None:
     assert config.warnings() == []
 
 
+@pytest.mark.usefixtures("sft_output")
 def test_turn_penalty_recipe_is_the_cpu_recipe_with_two_changes() -> None:
     """What docs/results.md compares: the same RL stage except how inadmissible commands are charged."""
     published = load_config(REPO / "configs" / "alfworld_cpu_rl.yaml")
