@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agentpo.config import (
     Config,
@@ -137,7 +138,8 @@ def sft_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     Their ``model.path`` is relative to where the user runs them, and a fresh clone has no ``runs/``.
     """
-    (tmp_path / "runs" / "alfworld_cpu_sft_all" / "model").mkdir(parents=True)
+    start = yaml.safe_load((REPO / "configs" / "alfworld_cpu_rl.yaml").read_text())["model"]["path"]
+    (tmp_path / start).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
 
 
